@@ -1,0 +1,121 @@
+package apikey
+
+import (
+	"hash/maphash"
+	"sync"
+	"time"
+)
+
+// cacheShards spreads the lock: every gateway call reads the cache, and one RWMutex would
+// bounce between cores.
+const cacheShards = 64
+
+// entry is what the cache remembers of one hash: a row, or that there is none.
+type entry struct {
+	rec     Record
+	found   bool
+	expires time.Time
+}
+
+type shard struct {
+	mu      sync.RWMutex
+	entries map[string]entry
+	// gen counts invalidations in this shard. A fill that started before an invalidation is
+	// dropped, so a revocation racing a lookup cannot be undone by the lookup's stale row.
+	gen uint64
+}
+
+// cache maps key hashes to rows with a TTL and a size bound. It caches rows, not decisions:
+// liveness is checked against the clock on every Verify, so a rotation's grace period ends on
+// time even while the row is cached.
+type cache struct {
+	seed     maphash.Seed
+	shards   [cacheShards]shard
+	perShard int
+	ttl      time.Duration
+	negTTL   time.Duration
+}
+
+func newCache(maxEntries int, ttl, negTTL time.Duration) *cache {
+	c := &cache{
+		seed:     maphash.MakeSeed(),
+		perShard: max(1, (maxEntries+cacheShards-1)/cacheShards),
+		ttl:      ttl,
+		negTTL:   negTTL,
+	}
+	for i := range c.shards {
+		c.shards[i].entries = make(map[string]entry)
+	}
+	return c
+}
+
+func (c *cache) shard(hash string) *shard {
+	return &c.shards[maphash.String(c.seed, hash)%cacheShards]
+}
+
+func (c *cache) get(hash string, now time.Time) (entry, bool) {
+	s := c.shard(hash)
+	s.mu.RLock()
+	e, ok := s.entries[hash]
+	s.mu.RUnlock()
+	if !ok || !now.Before(e.expires) {
+		// Expired entries are left for put's sweep or overwritten by the refill; deleting here
+		// would take the write lock on the hot path.
+		return entry{}, false
+	}
+	return e, true
+}
+
+func (c *cache) generation(hash string) uint64 {
+	s := c.shard(hash)
+	s.mu.RLock()
+	defer s.mu.RUnlock()
+	return s.gen
+}
+
+// put stores e unless the shard was invalidated since gen was read.
+func (c *cache) put(hash string, e entry, gen uint64, now time.Time) {
+	ttl := c.ttl
+	if !e.found {
+		ttl = c.negTTL
+	}
+	if ttl <= 0 {
+		return
+	}
+	e.expires = now.Add(ttl)
+	s := c.shard(hash)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gen != gen {
+		return
+	}
+	if _, exists := s.entries[hash]; !exists && len(s.entries) >= c.perShard {
+		s.evict(now, c.perShard)
+	}
+	s.entries[hash] = e
+}
+
+// evict makes room for one entry: expired entries go first; if that is not enough, an
+// arbitrary one (map iteration order is randomised), which is cheap and good enough for a
+// backstop bound: an evicted key costs one extra lookup.
+func (s *shard) evict(now time.Time, limit int) {
+	for h, e := range s.entries {
+		if !now.Before(e.expires) {
+			delete(s.entries, h)
+		}
+	}
+	for h := range s.entries {
+		if len(s.entries) < limit {
+			return
+		}
+		delete(s.entries, h)
+	}
+}
+
+func (c *cache) invalidate(hash string) {
+	s := c.shard(hash)
+	s.mu.Lock()
+	delete(s.entries, hash)
+	s.gen++
+	s.mu.Unlock()
+}
