@@ -86,12 +86,11 @@ func (a *Authenticator) FromInitPayload(ctx context.Context, payload map[string]
 	if !found || raw == "" {
 		return ctx, nil
 	}
+	// Anything that is not "Bearer x" is taken as a bare token; "Basic xyz" and the like then
+	// simply fail verification.
 	tok := raw
 	if t, ok := bearerToken(raw); ok {
 		tok = t
-	} else if strings.ContainsRune(raw, ' ') {
-		// "Basic xyz" or similar: not a bearer token and not a bare one either.
-		return withAuthError(ctx, ErrUnauthenticated), ErrUnauthenticated
 	}
 	v, err := a.Authenticate(ctx, tok)
 	if err != nil {
