@@ -11,6 +11,7 @@ package langflow
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -338,17 +339,17 @@ func (c *Client) readBody(op string, r io.Reader) ([]byte, error) {
 // Health checks liveness: GET {base}/health answers 2xx. It bypasses the
 // breaker so probes always report the real state.
 func (c *Client) Health(ctx context.Context) error {
-	return c.probe(ctx, "health", "/health")
+	return c.probe(ctx, "health", "/health", false)
 }
 
-// Ready checks readiness: GET {base}/health_check answers 2xx (Langflow
-// checks its database and chat service there, and answers 503 when they
-// are not ok).
+// Ready checks readiness: GET {base}/health_check answers 2xx and its
+// "status" (when present) is "ok". Langflow checks its database and chat
+// service there and answers 500 when one fails.
 func (c *Client) Ready(ctx context.Context) error {
-	return c.probe(ctx, "ready", "/health_check")
+	return c.probe(ctx, "ready", "/health_check", true)
 }
 
-func (c *Client) probe(ctx context.Context, op, path string) error {
+func (c *Client) probe(ctx context.Context, op, path string, checkStatus bool) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	// No API key: the health routes are public and the key should travel
@@ -362,7 +363,18 @@ func (c *Client) probe(ctx context.Context, op, path string) error {
 		}
 		return le
 	}
-	_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-	resp.Body.Close()
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if err != nil {
+		return classifyTransport(ctx, op, err, c.redact)
+	}
+	if checkStatus {
+		var body struct {
+			Status *string `json:"status"`
+		}
+		if json.Unmarshal(raw, &body) == nil && body.Status != nil && *body.Status != "ok" {
+			return &Error{Kind: ErrUnavailable, Op: op, Status: resp.StatusCode, Detail: parseDetail(resp.StatusCode, "application/json", raw, c.redact)}
+		}
+	}
 	return nil
 }

@@ -729,3 +729,20 @@ func TestConcurrentRuns(t *testing.T) {
 		t.Fatalf("calls = %d", rt.Calls())
 	}
 }
+
+func TestReadyChecksStatusField(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(`{"status": "nok", "chat": "ok", "db": "error check the server logs"}`))
+	}))
+	t.Cleanup(srv.Close)
+	c := newClient(t, srv.URL, nil)
+	err := c.Ready(context.Background())
+	var le *Error
+	if !errors.As(err, &le) || le.Kind != ErrUnavailable || !strings.Contains(le.Detail, "db: error") {
+		t.Fatalf("err = %v", err)
+	}
+	if err := c.Health(context.Background()); err != nil {
+		t.Fatalf("liveness ignores the body: %v", err)
+	}
+}

@@ -14,37 +14,71 @@ import (
 	"unicode/utf8"
 )
 
-// Kind is the stable class of a Langflow failure. Kinds are constants (not
-// package variables) so nobody can reassign them, and they compare with
-// errors.Is: errors.Is(err, langflow.ErrTimeout).
+// Kind is the stable class of a Langflow failure. Its string value is a
+// machine code (e.g. "timeout") fit for usage records and metrics labels.
+// Kinds are constants, not package variables, so nobody can reassign them,
+// and they work as errors.Is targets: errors.Is(err, langflow.ErrTimeout).
 type Kind string
-
-// Error makes a Kind usable as an errors.Is target.
-func (k Kind) Error() string { return "langflow: " + string(k) }
 
 // The failure classes the gateway maps to its own responses. Each maps to one
 // HTTP status (see StatusCode) so every caller reports the same thing.
 const (
 	// ErrBadRequest: Langflow (or local validation) rejected the input (4xx).
-	ErrBadRequest Kind = "bad request"
+	ErrBadRequest Kind = "bad_request"
 	// ErrNotFound: the flow id or endpoint name is unknown to Langflow (404).
-	ErrNotFound Kind = "flow not found"
+	ErrNotFound Kind = "not_found"
 	// ErrUpstream: Langflow failed (5xx), refused our credentials, or answered
 	// something we cannot parse; the caller should see 502.
-	ErrUpstream Kind = "upstream error"
+	ErrUpstream Kind = "upstream_error"
 	// ErrUnavailable: Langflow cannot be reached, is overloaded, or the circuit
 	// breaker is open; the caller should see 503.
 	ErrUnavailable Kind = "unavailable"
 	// ErrTimeout: the run did not finish within its deadline (504).
 	ErrTimeout Kind = "timeout"
-	// ErrStreamIncomplete: a streamed run closed before its "end" event. Langflow
-	// sends no reliable error event, so a truncated stream must not be mistaken
-	// for a complete (short) answer.
-	ErrStreamIncomplete Kind = "stream ended before the end event"
+	// ErrStreamIncomplete: a streamed run closed before its "end" event. A
+	// truncated stream must not be mistaken for a complete (short) answer.
+	ErrStreamIncomplete Kind = "stream_incomplete"
 	// ErrCanceled: the caller canceled the context. It is not Langflow's fault,
 	// so it never counts against the circuit breaker.
 	ErrCanceled Kind = "canceled"
 )
+
+// Error makes a Kind usable as an errors.Is target and describes it.
+func (k Kind) Error() string { return "langflow: " + k.describe() }
+
+func (k Kind) describe() string {
+	switch k {
+	case ErrBadRequest:
+		return "bad request"
+	case ErrNotFound:
+		return "flow not found"
+	case ErrUpstream:
+		return "upstream error"
+	case ErrUnavailable:
+		return "unavailable"
+	case ErrTimeout:
+		return "timeout"
+	case ErrStreamIncomplete:
+		return "stream ended before the end event"
+	case ErrCanceled:
+		return "canceled"
+	}
+	return string(k)
+}
+
+// KindOf returns the Kind of an error from this package, or "" for any
+// other error (including a Stream callback's own error).
+func KindOf(err error) Kind {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Kind
+	}
+	var k Kind
+	if errors.As(err, &k) {
+		return k
+	}
+	return ""
+}
 
 // maxDetailRunes caps Error.Detail: details end up in API responses and logs,
 // where a multi-kilobyte Python exception is noise and a leak risk.
@@ -75,7 +109,7 @@ func (e *Error) Error() string {
 	b.WriteString("langflow ")
 	b.WriteString(e.Op)
 	b.WriteString(": ")
-	b.WriteString(string(e.Kind))
+	b.WriteString(e.Kind.describe())
 	if e.Status != 0 {
 		fmt.Fprintf(&b, " (HTTP %d)", e.Status)
 	}
@@ -101,13 +135,8 @@ func (e *Error) Unwrap() error { return e.cause }
 // It returns 500 for errors that did not come from this package, and 499
 // (client closed request) for cancellations.
 func StatusCode(err error) int {
-	var k Kind
-	var e *Error
-	switch {
-	case errors.As(err, &e):
-		k = e.Kind
-	case errors.As(err, &k):
-	default:
+	k := KindOf(err)
+	if k == "" {
 		return http.StatusInternalServerError
 	}
 	switch k {
@@ -200,6 +229,8 @@ func parseDetail(status int, contentType string, body []byte, redact func(string
 		} else {
 			msg = detailText(body, 0)
 		}
+	} else if json.Valid(body) {
+		msg = detailText(body, 0)
 	} else if !strings.Contains(strings.ToLower(contentType), "html") {
 		// Plain-text bodies (proxies, uvicorn) are usable; HTML error pages
 		// are not.

@@ -254,3 +254,20 @@ func TestStatusCode(t *testing.T) {
 		t.Error("foreign errors should map to 500")
 	}
 }
+
+func TestKindOfAndMessages(t *testing.T) {
+	err := &Error{Kind: ErrStreamIncomplete, Op: "stream", Detail: "langflow closed the stream"}
+	if KindOf(err) != ErrStreamIncomplete || KindOf(errors.New("x")) != "" || KindOf(ErrTimeout) != ErrTimeout {
+		t.Fatal("KindOf")
+	}
+	if got := err.Error(); got != "langflow stream: stream ended before the end event: langflow closed the stream" {
+		t.Fatalf("Error() = %q", got)
+	}
+	withStatus := &Error{Kind: ErrBadRequest, Op: "run", Status: 422, Detail: "body.input_value: Field required"}
+	if got := withStatus.Error(); got != "langflow run: bad request (HTTP 422): body.input_value: Field required" {
+		t.Fatalf("Error() = %q", got)
+	}
+	if got := parseDetail(500, "application/json", []byte(`"plain JSON string body"`), nil); got != "plain JSON string body" {
+		t.Fatalf("JSON string body: %q", got)
+	}
+}
