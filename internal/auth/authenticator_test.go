@@ -469,3 +469,23 @@ func TestViewerName(t *testing.T) {
 		})
 	}
 }
+
+// TestConcurrentFirstUse: the first burst of requests races into discovery; all must succeed
+// (run with -race to check the lazy state).
+func TestConcurrentFirstUse(t *testing.T) {
+	iss := authtest.NewIssuer(t)
+	a := iss.Authenticator(nil)
+	tok := iss.Token(t, authtest.NewClaims().Map())
+	errs := make(chan error, 16)
+	for range cap(errs) {
+		go func() {
+			_, err := a.Authenticate(context.Background(), tok)
+			errs <- err
+		}()
+	}
+	for range cap(errs) {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+}

@@ -70,7 +70,7 @@ func (a *Authenticator) Middleware(next http.Handler) http.Handler {
 // failure (AuthError) and the error is ErrUnauthenticated or ErrUnavailable, so the caller may
 // either refuse the connection or carry on anonymously.
 func (a *Authenticator) FromInitPayload(ctx context.Context, payload map[string]any) (context.Context, error) {
-	raw, found := "", false
+	var raw string
 	for _, k := range []string{"Authorization", "authorization", "token"} {
 		val, ok := payload[k]
 		if !ok || val == nil {
@@ -80,10 +80,11 @@ func (a *Authenticator) FromInitPayload(ctx context.Context, payload map[string]
 		if !isString {
 			return withAuthError(ctx, ErrUnauthenticated), ErrUnauthenticated
 		}
-		raw, found = strings.TrimSpace(s), true
-		break
+		if raw = strings.TrimSpace(s); raw != "" {
+			break
+		}
 	}
-	if !found || raw == "" {
+	if raw == "" {
 		return ctx, nil
 	}
 	// Anything that is not "Bearer x" is taken as a bare token; "Basic xyz" and the like then

@@ -153,6 +153,7 @@ func TestFromInitPayload(t *testing.T) {
 		{"Authorization Bearer", map[string]any{"Authorization": "Bearer " + good}, true, nil},
 		{"authorization bare", map[string]any{"authorization": good}, true, nil},
 		{"token", map[string]any{"token": good}, true, nil},
+		{"empty Authorization falls through to token", map[string]any{"Authorization": "", "token": good}, true, nil},
 		{"invalid token", map[string]any{"token": "garbage"}, false, auth.ErrUnauthenticated},
 		{"other scheme", map[string]any{"Authorization": "Basic dXNlcjpwYXNz"}, false, auth.ErrUnauthenticated},
 		{"not a string", map[string]any{"Authorization": 42}, false, auth.ErrUnauthenticated},
