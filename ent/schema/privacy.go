@@ -1,0 +1,173 @@
+package schema
+
+import (
+	"context"
+	"errors"
+	"regexp"
+
+	"entgo.io/ent"
+	"entgo.io/ent/dialect/sql"
+
+	gen "github.com/gsvdev/agentregistry/ent"
+	"github.com/gsvdev/agentregistry/ent/hook"
+	"github.com/gsvdev/agentregistry/ent/intercept"
+	"github.com/gsvdev/agentregistry/ent/privacy"
+	"github.com/gsvdev/agentregistry/internal/auth"
+)
+
+// Tenant isolation lives here, once, so that no resolver can forget it.
+//
+// Reads: every query of a tenant-scoped type, including eager loads and edge traversals,
+// passes through a traverse interceptor that adds "rows of the viewer's tenants" to its
+// WHERE clause. A platform admin and system code (a context carrying privacy.Allow, see
+// auth.SystemContext) are not filtered. A context with neither a viewer nor a decision is
+// an error, not an empty result: code that forgot to say who it acts for should fail loudly.
+//
+// Edge where-filters (hasXWith) are SQL sub-queries that do not pass through the target's
+// interceptor, so every edge is kept out of the GraphQL where-inputs (noEdgeFilter).
+//
+// Writes: privacy mutation policies. Until the portal's mutations exist only system code
+// and platform admins write; each mutation issue adds the role rules it needs.
+
+var (
+	slugPattern           = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$`)
+	widgetPositionPattern = regexp.MustCompile(`^(bottom-right|bottom-left)$`)
+)
+
+// errNoViewer is returned when a query runs without a viewer or a system decision.
+var errNoViewer = privacy.Denyf("no viewer in context")
+
+// viewerScope decides how a query is scoped: all rows (admin or system), the viewer's
+// tenants, or an error.
+func viewerScope(ctx context.Context) (tenants []any, all bool, err error) {
+	// DecisionFromContext reports an Allow decision as (nil, true).
+	if decision, ok := privacy.DecisionFromContext(ctx); ok && decision == nil {
+		return nil, true, nil
+	}
+	v := auth.FromContext(ctx)
+	if v == nil {
+		return nil, false, errNoViewer
+	}
+	if v.IsAdmin() {
+		return nil, true, nil
+	}
+	ids := v.TenantIDs()
+	tenants = make([]any, len(ids))
+	for i, id := range ids {
+		tenants[i] = string(id)
+	}
+	return tenants, false, nil
+}
+
+// scoped builds a traverse interceptor from a predicate over the viewer's tenant ids.
+func scoped(pred func(s *sql.Selector, tenants []any) *sql.Predicate) ent.Interceptor {
+	return intercept.TraverseFunc(func(ctx context.Context, q intercept.Query) error {
+		tenants, all, err := viewerScope(ctx)
+		if err != nil || all {
+			return err
+		}
+		q.WhereP(func(s *sql.Selector) {
+			if len(tenants) == 0 {
+				s.Where(sql.False())
+				return
+			}
+			s.Where(pred(s, tenants))
+		})
+		return nil
+	})
+}
+
+// inTenants is "column IN (viewer's tenants)".
+func inTenants(s *sql.Selector, column string, tenants []any) *sql.Predicate {
+	return sql.In(s.C(column), tenants...)
+}
+
+// subscribedAgents is "column IN (agents the viewer's tenants subscribe to)".
+func subscribedAgents(s *sql.Selector, column string, tenants []any) *sql.Predicate {
+	sub := sql.Select("agent_id").From(sql.Table("subscriptions")).Where(sql.In("tenant_id", tenants...))
+	return sql.In(s.C(column), sub)
+}
+
+// filterOwned: rows of the viewer's tenants.
+func filterOwned() ent.Interceptor {
+	return scoped(func(s *sql.Selector, t []any) *sql.Predicate { return inTenants(s, "tenant_id", t) })
+}
+
+// filterShared: rows where the viewer's tenant is the buyer or the provider.
+func filterShared() ent.Interceptor {
+	return scoped(func(s *sql.Selector, t []any) *sql.Predicate {
+		return sql.Or(inTenants(s, "tenant_id", t), inTenants(s, "provider_tenant_id", t))
+	})
+}
+
+// filterCatalog: the provider's own agents and plans, and those of agents the viewer's
+// tenants subscribe to (a buyer sees what it bought, not the whole catalogue: browsing
+// happens in the Waldur marketplace). agentColumn names the row's agent id.
+func filterCatalog(agentColumn string) ent.Interceptor {
+	return scoped(func(s *sql.Selector, t []any) *sql.Predicate {
+		return sql.Or(inTenants(s, "tenant_id", t), subscribedAgents(s, agentColumn, t))
+	})
+}
+
+// filterTenants: the viewer's own tenants, and for a provider the tenants that buy its
+// agents (so that a subscription's buyer can be named).
+func filterTenants() ent.Interceptor {
+	return scoped(func(s *sql.Selector, t []any) *sql.Predicate {
+		buyers := sql.Select("tenant_id").From(sql.Table("subscriptions")).Where(sql.In("provider_tenant_id", t...))
+		return sql.Or(inTenants(s, "id", t), sql.In(s.C("id"), buyers))
+	})
+}
+
+// filterAdminOnly: nothing for anyone but admins and system code.
+func filterAdminOnly() ent.Interceptor {
+	return scoped(func(*sql.Selector, []any) *sql.Predicate { return sql.False() })
+}
+
+// allowSystemOrAdmin allows system code and platform admins and passes on the decision.
+func allowSystemOrAdmin() privacy.MutationRule {
+	return privacy.MutationRuleFunc(func(ctx context.Context, _ gen.Mutation) error {
+		if auth.FromContext(ctx).IsAdmin() {
+			return privacy.Allow
+		}
+		return privacy.Skip
+	})
+}
+
+// tenantPolicy governs writes to tenants.
+func tenantPolicy() ent.Policy {
+	return privacy.Policy{
+		Mutation: privacy.MutationPolicy{allowSystemOrAdmin(), privacy.AlwaysDenyRule()},
+	}
+}
+
+// ownedPolicy governs writes to tenant-owned rows.
+func ownedPolicy() ent.Policy {
+	return privacy.Policy{
+		Mutation: privacy.MutationPolicy{allowSystemOrAdmin(), privacy.AlwaysDenyRule()},
+	}
+}
+
+// systemOnlyMutations: rows only the service itself writes (usage, inbox, outbox).
+func systemOnlyMutations() ent.Policy {
+	return privacy.Policy{Mutation: privacy.MutationPolicy{privacy.AlwaysDenyRule()}}
+}
+
+// copyProviderTenant copies the agent's tenant onto a new subscription so that the
+// provider's filter is one indexed column. The lookup runs as system: the buyer may not
+// see the agent before the subscription exists.
+func copyProviderTenant() ent.Hook {
+	return hook.On(func(next ent.Mutator) ent.Mutator {
+		return hook.SubscriptionFunc(func(ctx context.Context, m *gen.SubscriptionMutation) (ent.Value, error) {
+			agentID, ok := m.AgentID()
+			if !ok {
+				return nil, errors.New("subscription: agent is required")
+			}
+			a, err := m.Client().Agent.Get(auth.SystemContext(ctx), agentID)
+			if err != nil {
+				return nil, err
+			}
+			m.SetProviderTenantID(a.TenantID)
+			return next.Mutate(ctx, m)
+		})
+	}, ent.OpCreate)
+}

@@ -1,0 +1,54 @@
+package schema
+
+import (
+	"entgo.io/contrib/entgql"
+	"entgo.io/ent"
+	"entgo.io/ent/schema"
+	"entgo.io/ent/schema/edge"
+	"entgo.io/ent/schema/field"
+	"github.com/vektah/gqlparser/v2/ast"
+)
+
+// Tenant is an organisation (a Waldur customer): buyers and providers alike.
+type Tenant struct{ ent.Schema }
+
+// Mixin of the Tenant.
+func (Tenant) Mixin() []ent.Mixin { return []ent.Mixin{PrefixedID("tnt"), TimeMixin{}} }
+
+// Fields of the Tenant.
+func (Tenant) Fields() []ent.Field {
+	return []ent.Field{
+		field.String("name").NotEmpty().MaxLen(200).Annotations(entgql.OrderField("NAME")),
+		field.String("slug").NotEmpty().MaxLen(63).Match(slugPattern).Unique().Annotations(entgql.OrderField("SLUG")),
+		field.String("waldur_customer_uuid").Optional().Nillable().Unique().MaxLen(64),
+		field.String("stripe_customer_id").Optional().Nillable().Unique().MaxLen(255),
+		field.Enum("status").Values("active", "suspended", "closed").Default("active"),
+	}
+}
+
+// Edges of the Tenant.
+func (Tenant) Edges() []ent.Edge {
+	return []ent.Edge{
+		edge.To("projects", Project.Type).Annotations(noEdgeFilter()),
+		edge.To("memberships", Membership.Type).Annotations(noEdgeFilter()),
+		edge.To("agents", Agent.Type).Annotations(noEdgeFilter()),
+		edge.To("subscriptions", Subscription.Type).Annotations(noEdgeFilter()),
+	}
+}
+
+// Annotations of the Tenant.
+func (Tenant) Annotations() []schema.Annotation {
+	return []schema.Annotation{
+		entgql.RelayConnection(),
+		// Listing every tenant is the platform admin's; members reach theirs through viewer.
+		entgql.QueryField().Directives(entgql.NewDirective("hasRole",
+			&ast.Argument{Name: "role", Value: &ast.Value{Raw: "PLATFORM_ADMIN", Kind: ast.EnumValue}})),
+		entgql.MultiOrder(),
+	}
+}
+
+// Policy of the Tenant.
+func (Tenant) Policy() ent.Policy { return tenantPolicy() }
+
+// Interceptors of the Tenant.
+func (Tenant) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterTenants()} }

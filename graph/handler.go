@@ -1,0 +1,141 @@
+package graph
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql"
+	"github.com/99designs/gqlgen/graphql/handler"
+	"github.com/99designs/gqlgen/graphql/handler/extension"
+	"github.com/99designs/gqlgen/graphql/handler/lru"
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+	"github.com/coder/websocket"
+	"github.com/vektah/gqlparser/v2/ast"
+
+	"github.com/gsvdev/agentregistry/ent"
+	"github.com/gsvdev/agentregistry/graph/generated"
+	"github.com/gsvdev/agentregistry/graph/model"
+	"github.com/gsvdev/agentregistry/internal/auth"
+)
+
+// WebsocketCloseForbidden is the close code when connection_init carries no valid token.
+const WebsocketCloseForbidden = 4403
+
+// Options configure the GraphQL server.
+type Options struct {
+	MaxComplexity int
+	MaxDepth      int
+	MaxPageSize   int
+	Introspection bool
+	// AllowedOrigins are host patterns (as in coder/websocket's OriginPatterns) that may
+	// open a websocket from a browser; same-origin is always allowed.
+	AllowedOrigins []string
+	// Authenticate turns a connection_init payload into a context with a Viewer.
+	Authenticate func(ctx context.Context, payload map[string]any) (context.Context, error)
+	// ObserveOperation records an operation's outcome (metrics); may be nil.
+	ObserveOperation func(name, opType string, d time.Duration, failed bool)
+	Logger           *slog.Logger
+}
+
+// NewHandler returns the /graphql handler: POST, GET (queries only) and websocket
+// (graphql-transport-ws and the legacy graphql-ws subprotocol) transports.
+func NewHandler(client *ent.Client, opts Options) http.Handler {
+	cfg := generated.Config{Resolvers: NewResolver(client)}
+	cfg.Directives.HasRole = hasRole
+	srv := handler.New(generated.NewExecutableSchema(cfg))
+
+	srv.AddTransport(transport.Websocket{
+		Implementation: transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{
+			OriginPatterns: opts.AllowedOrigins,
+		}},
+		InitFunc:              wsInit(opts.Authenticate),
+		InitTimeout:           10 * time.Second,
+		KeepAlivePingInterval: 15 * time.Second,
+	})
+	srv.AddTransport(transport.Options{})
+	srv.AddTransport(transport.GET{})
+	srv.AddTransport(transport.POST{})
+	srv.AddTransport(transport.MultipartForm{MaxUploadSize: 10 << 20, MaxMemory: 4 << 20})
+
+	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	if opts.Introspection {
+		srv.Use(extension.Introspection{})
+	}
+	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
+	srv.Use(extension.FixedComplexityLimit(opts.MaxComplexity))
+	srv.Use(depthLimit{max: opts.MaxDepth})
+	srv.SetErrorPresenter(presentError(opts.Logger))
+	srv.SetRecoverFunc(recoverPanic(opts.Logger))
+	srv.AroundRootFields(requireViewer)
+	srv.AroundFields(capPageSize(opts.MaxPageSize))
+	if opts.ObserveOperation != nil {
+		srv.AroundResponses(observe(opts.ObserveOperation))
+	}
+	return srv
+}
+
+// requireViewer answers every root field except introspection with UNAUTHENTICATED when
+// the request carries no valid token. Checking root fields (not the whole operation)
+// lets GraphiQL load the schema before a token is pasted, when introspection is on.
+func requireViewer(ctx context.Context, next graphql.RootResolver) graphql.Marshaler {
+	if auth.FromContext(ctx) != nil {
+		return next(ctx)
+	}
+	if strings.HasPrefix(graphql.GetRootFieldContext(ctx).Field.Name, "__") {
+		return next(ctx)
+	}
+	err := auth.AuthError(ctx)
+	if err == nil || !errors.Is(err, auth.ErrUnavailable) {
+		err = errUnauthenticated
+	}
+	graphql.AddError(ctx, err)
+	return graphql.Null
+}
+
+// hasRole implements @hasRole: platform admins pass every role check.
+func hasRole(ctx context.Context, _ any, next graphql.Resolver, role model.Role) (any, error) {
+	v := auth.FromContext(ctx)
+	if v == nil {
+		return nil, errUnauthenticated
+	}
+	if !v.IsAdmin() && !v.HasRole(role.AuthRole()) {
+		return nil, errForbidden
+	}
+	return next(ctx)
+}
+
+// wsInit authenticates a websocket in connection_init; failure closes with 4403.
+func wsInit(authenticate func(context.Context, map[string]any) (context.Context, error)) transport.WebsocketInitFunc {
+	return func(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
+		if authenticate == nil {
+			return transport.WithWebsocketCloseCode(ctx, WebsocketCloseForbidden), nil, errors.New("forbidden")
+		}
+		authed, err := authenticate(ctx, payload)
+		if err != nil || auth.FromContext(authed) == nil {
+			return transport.WithWebsocketCloseCode(ctx, WebsocketCloseForbidden), nil, errors.New("forbidden")
+		}
+		return authed, nil, nil
+	}
+}
+
+// observe reports each operation's name, type, duration and whether it failed.
+func observe(record func(name, opType string, d time.Duration, failed bool)) graphql.ResponseMiddleware {
+	return func(ctx context.Context, next graphql.ResponseHandler) *graphql.Response {
+		resp := next(ctx)
+		if !graphql.HasOperationContext(ctx) {
+			return resp
+		}
+		oc := graphql.GetOperationContext(ctx)
+		opType := "unknown"
+		if oc.Operation != nil {
+			opType = string(oc.Operation.Operation)
+		}
+		failed := resp == nil || len(resp.Errors) > 0
+		record(oc.OperationName, opType, time.Since(oc.Stats.OperationStart), failed)
+		return resp
+	}
+}
