@@ -17,8 +17,8 @@ import (
 	"strings"
 	"time"
 
-	entsql "entgo.io/ent/dialect/sql"
 	"entgo.io/ent/dialect"
+	entsql "entgo.io/ent/dialect/sql"
 	_ "github.com/lib/pq" // PostgreSQL driver "postgres"
 	"github.com/pressly/goose/v3"
 	"github.com/pressly/goose/v3/lock"

@@ -66,8 +66,13 @@ func Parse(s string) (ID, error) {
 // UnmarshalGQL implements graphql.Unmarshaler. Malformed IDs are rejected here so that
 // resolvers never see them.
 func (id *ID) UnmarshalGQL(v any) error {
-	s, ok := v.(string)
-	if !ok {
+	var s string
+	switch x := v.(type) {
+	case string:
+		s = x
+	case ID:
+		s = string(x)
+	default:
 		return fmt.Errorf("id must be a string")
 	}
 	parsed, err := Parse(s)

@@ -1,0 +1,38 @@
+# agentregistry: `make run` starts the service in dev mode; `make test` runs every test.
+SHELL := /bin/bash
+GO ?= go
+BIN := bin/agentregistry
+VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+
+.PHONY: run build generate check-generated test test-short bench bench-gateway lint migration ci-deps
+
+run: ## run the service on embedded SQLite in dev mode (demo data, local token issuer)
+	$(GO) run ./cmd/agentregistry serve --dev
+
+build:
+	$(GO) build -ldflags "-X main.version=$(VERSION)" -o $(BIN) ./cmd/agentregistry
+
+generate: ## regenerate ent and gqlgen code from ent/schema and graph/schema
+	$(GO) run -mod=mod ./ent/entc.go
+	$(GO) tool gqlgen generate
+
+check-generated: generate ## fail when generated code is not what the sources produce
+	@if [ -n "$$(git status --porcelain -- ent graph gqlgen.yml)" ]; then \
+		echo "make generate changed files; commit the regenerated code:"; \
+		git status --porcelain -- ent graph gqlgen.yml; exit 1; fi
+
+test: ## all tests: SQLite always; PostgreSQL/Redis when TEST_DATABASE_URL/TEST_REDIS_URL are set
+	$(GO) test -race -count=1 -timeout 20m ./...
+
+test-short:
+	$(GO) test -count=1 ./...
+
+bench: ## Go micro-benchmarks (ratios against baselines are printed by the bench-* targets)
+	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+lint:
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi
+	$(GO) vet ./...
+
+migration: ## write the next PostgreSQL migration: make migration name=add_something
+	$(GO) run ./internal/database/migrationgen -name $(name)

@@ -1,0 +1,96 @@
+package server
+
+import (
+	"context"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/playground"
+	"github.com/rs/cors"
+
+	"github.com/gsvdev/agentregistry/graph"
+	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/seed"
+)
+
+// routes is the service's URL map. Every room hands over an http.Handler; this is the
+// one place they are mounted and wrapped in the shared middleware.
+func (s *Server) routes() http.Handler {
+	mux := http.NewServeMux()
+	handle := func(pattern, route string, h http.Handler) {
+		mux.Handle(pattern, s.metrics.Instrument(route, h))
+	}
+
+	handle("GET /healthz", "/healthz", http.HandlerFunc(Healthz))
+	handle("GET /readyz", "/readyz", ReadyzWithLog(map[string]func(context.Context) error{
+		"database": s.db.Ping,
+	}, 2*time.Second, s.logger))
+	handle("GET /metrics", "/metrics", s.metrics.Handler())
+
+	gql := graph.NewHandler(s.db.Client, graph.Options{
+		MaxComplexity:    s.cfg.GraphQLMaxComplexity,
+		MaxDepth:         s.cfg.GraphQLMaxDepth,
+		MaxPageSize:      s.cfg.GraphQLMaxPageSize,
+		Introspection:    s.cfg.IntrospectionEnabled,
+		AllowedOrigins:   originHosts(s.portalOrigins()),
+		Authenticate:     s.auth.FromInitPayload,
+		ObserveOperation: s.metrics.ObserveGraphQL,
+		Logger:           s.logger,
+	})
+	handle("/graphql", "/graphql", s.portalCORS().Handler(s.auth.Middleware(gql)))
+
+	if s.cfg.PlaygroundEnabled {
+		var opts []playground.GraphiqlConfigOption
+		if s.dev != nil {
+			// Dev only: the playground opens with the demo customer's token filled in.
+			opts = append(opts, playground.WithGraphiqlUiHeaders(map[string]string{
+				"Authorization": "Bearer " + s.dev.token(auth.RoleCustomer, seed.CustomerSubject, "customer@demo.test"),
+			}))
+		}
+		handle("GET /playground", "/playground", playground.Handler("agentregistry", "/graphql", opts...))
+	}
+	if s.dev != nil {
+		handle(devIssuerPath+"/", "/dev/oidc", s.dev.issuer.Handler())
+	}
+
+	return Chain(mux,
+		RequestIDMiddleware,
+		AccessLog(s.logger),
+		Recover(s.logger),
+		LimitBody(s.cfg.MaxBodyBytes),
+	)
+}
+
+// portalOrigins are the browser origins allowed to call /graphql.
+func (s *Server) portalOrigins() []string {
+	if len(s.cfg.CORSAllowedOrigins) == 0 && s.cfg.Dev {
+		return []string{"http://127.0.0.1:*", "http://localhost:*"}
+	}
+	return s.cfg.CORSAllowedOrigins
+}
+
+func (s *Server) portalCORS() *cors.Cors {
+	return cors.New(cors.Options{
+		AllowedOrigins: s.portalOrigins(),
+		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
+		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Request-Id"},
+		ExposedHeaders: []string{"X-Request-Id"},
+		MaxAge:         600,
+	})
+}
+
+// originHosts turns origins ("https://portal.example.org") into the host patterns the
+// websocket accept check matches against ("portal.example.org").
+func originHosts(origins []string) []string {
+	hosts := make([]string, 0, len(origins))
+	for _, o := range origins {
+		if u, err := url.Parse(o); err == nil && u.Host != "" {
+			hosts = append(hosts, u.Host)
+		} else {
+			hosts = append(hosts, strings.TrimPrefix(strings.TrimPrefix(o, "https://"), "http://"))
+		}
+	}
+	return hosts
+}
