@@ -1,0 +1,241 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"sync"
+	"time"
+
+	"golang.org/x/sync/singleflight"
+
+	"github.com/gsvdev/agentregistry/ent"
+	"github.com/gsvdev/agentregistry/ent/agentconfig"
+	"github.com/gsvdev/agentregistry/ent/flow"
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/ent/subscription"
+	"github.com/gsvdev/agentregistry/internal/auth"
+)
+
+// ErrConfigNotFound is what a Resolver returns for a config that does not exist (never
+// did, or was deleted).
+var ErrConfigNotFound = errors.New("gateway: config not found")
+
+// Resolver finds what a call to a config needs.
+type Resolver interface {
+	Resolve(ctx context.Context, configID pulid.ID) (Target, error)
+}
+
+// PlanLimits are a plan's limits; zero means "no limit".
+type PlanLimits struct {
+	RPMPerKey        int
+	RPMPerTenant     int
+	RequestsPerMonth int64
+	TokensPerMonth   int64
+}
+
+// Target is a config with everything the pipeline needs of its subscription, plan and
+// agent. Targets are shared between calls through the cache: treat them as read-only
+// (Tweaks in particular is never mutated; merging copies).
+type Target struct {
+	ConfigID         pulid.ID
+	TenantID         pulid.ID // the buyer, owner of the config
+	ProviderTenantID pulid.ID // the seller (subscription.provider_tenant_id)
+	AgentID          pulid.ID
+	SubscriptionID   pulid.ID
+	PlanID           pulid.ID
+	// SubscriptionStatus is the subscription's status ("active", "past_due", ...).
+	SubscriptionStatus string
+	// RuntimeFlowID is the Langflow flow id of the agent's latest provisioned flow; ""
+	// when no version is provisioned.
+	RuntimeFlowID string
+	// Persona.
+	DisplayName  string
+	SystemPrompt string
+	// Tweaks are the buyer's saved tweaks.
+	Tweaks map[string]any
+	// TweakableFields is the plan's allowlist ("Component-ID.field" or "field").
+	TweakableFields []string
+	// AllowedOrigins are the browser origins of the config (exact, or https://*.host).
+	AllowedOrigins []string
+	Limits         PlanLimits
+}
+
+// Active reports whether the subscription allows calls.
+func (t *Target) Active() bool { return t.SubscriptionStatus == string(subscription.StatusActive) }
+
+// EntResolverOptions tune an EntResolver.
+type EntResolverOptions struct {
+	// TTL is how long a resolved config is trusted (default 5s): short, because a
+	// suspended subscription or a new flow version must take effect without a restart,
+	// and Invalidate only reaches this replica.
+	TTL time.Duration
+	// MaxEntries bounds the cache (default 10 000).
+	MaxEntries int
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// EntResolver resolves configs from the database, as the system (the gateway has no
+// viewer; the key it verified names the config), and caches them in process.
+type EntResolver struct {
+	client *ent.Client
+	ttl    time.Duration
+	max    int
+	now    func() time.Time
+
+	group singleflight.Group
+	mu    sync.Mutex
+	cache map[pulid.ID]resolved
+	// gen counts invalidations, so that a lookup that started before one does not put
+	// back the stale row it read.
+	gen uint64
+}
+
+type resolved struct {
+	target  Target
+	err     error // only ErrConfigNotFound is cached
+	expires time.Time
+}
+
+// NewEntResolver returns a resolver reading through client.
+func NewEntResolver(client *ent.Client, opts EntResolverOptions) *EntResolver {
+	if client == nil {
+		panic("gateway: NewEntResolver needs a client")
+	}
+	if opts.TTL <= 0 {
+		opts.TTL = 5 * time.Second
+	}
+	if opts.MaxEntries <= 0 {
+		opts.MaxEntries = 10_000
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	return &EntResolver{client: client, ttl: opts.TTL, max: opts.MaxEntries, now: opts.Now, cache: map[pulid.ID]resolved{}}
+}
+
+// Resolve implements Resolver: from the cache, or from the database once however many
+// calls miss at the same time.
+func (r *EntResolver) Resolve(ctx context.Context, configID pulid.ID) (Target, error) {
+	r.mu.Lock()
+	e, ok := r.cache[configID]
+	gen := r.gen
+	r.mu.Unlock()
+	if ok && r.now().Before(e.expires) {
+		return e.target, e.err
+	}
+	ch := r.group.DoChan(string(configID), func() (any, error) {
+		// Not under any one caller's context: the load is shared by every waiter.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+		defer cancel()
+		t, err := r.load(lctx, configID)
+		if err != nil && !errors.Is(err, ErrConfigNotFound) {
+			return nil, err
+		}
+		r.put(configID, resolved{target: t, err: err, expires: r.now().Add(r.ttl)}, gen)
+		return resolved{target: t, err: err}, nil
+	})
+	select {
+	case <-ctx.Done():
+		return Target{}, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return Target{}, res.Err
+		}
+		v := res.Val.(resolved)
+		return v.target, v.err
+	}
+}
+
+// Invalidate forgets a config, so that the next call reads it again (after the portal
+// changes it, a subscription changes status, or a flow is provisioned).
+func (r *EntResolver) Invalidate(configID pulid.ID) {
+	r.mu.Lock()
+	delete(r.cache, configID)
+	r.gen++
+	r.mu.Unlock()
+	r.group.Forget(string(configID))
+}
+
+func (r *EntResolver) put(id pulid.ID, e resolved, gen uint64) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.gen != gen {
+		return
+	}
+	if _, exists := r.cache[id]; !exists && len(r.cache) >= r.max {
+		now := r.now()
+		for k, v := range r.cache {
+			if !now.Before(v.expires) {
+				delete(r.cache, k)
+			}
+		}
+		for k := range r.cache {
+			if len(r.cache) < r.max {
+				break
+			}
+			delete(r.cache, k) // map order is random: an arbitrary victim
+		}
+	}
+	r.cache[id] = e
+}
+
+// load reads the config with its subscription and plan (one eager-loading query), then
+// the agent's latest provisioned flow (a second query).
+func (r *EntResolver) load(ctx context.Context, configID pulid.ID) (Target, error) {
+	// The key that named this config was verified: reading as the system leaks nothing,
+	// and the target is only used for that key's tenant.
+	ctx = auth.SystemContext(ctx)
+	cfg, err := r.client.AgentConfig.Query().
+		Where(agentconfig.ID(configID)).
+		WithSubscription(func(q *ent.SubscriptionQuery) { q.WithPlan() }).
+		Only(ctx)
+	if ent.IsNotFound(err) {
+		return Target{}, ErrConfigNotFound
+	}
+	if err != nil {
+		return Target{}, fmt.Errorf("gateway: resolve config: %w", err)
+	}
+	sub := cfg.Edges.Subscription
+	if sub == nil || sub.Edges.Plan == nil {
+		return Target{}, fmt.Errorf("gateway: config %s has no subscription or plan", configID)
+	}
+	plan := sub.Edges.Plan
+	t := Target{
+		ConfigID:           cfg.ID,
+		TenantID:           cfg.TenantID,
+		ProviderTenantID:   sub.ProviderTenantID,
+		AgentID:            sub.AgentID,
+		SubscriptionID:     sub.ID,
+		PlanID:             plan.ID,
+		SubscriptionStatus: string(sub.Status),
+		DisplayName:        cfg.DisplayName,
+		SystemPrompt:       cfg.SystemPrompt,
+		Tweaks:             maps.Clone(cfg.Tweaks),
+		TweakableFields:    slices.Clone(plan.TweakableFields),
+		AllowedOrigins:     slices.Clone(cfg.AllowedOrigins),
+		Limits: PlanLimits{
+			RPMPerKey:        plan.RpmPerKey,
+			RPMPerTenant:     plan.RpmPerTenant,
+			RequestsPerMonth: plan.RequestsPerMonth,
+			TokensPerMonth:   plan.TokensPerMonth,
+		},
+	}
+	fl, err := r.client.Flow.Query().
+		Where(flow.AgentID(sub.AgentID), flow.RuntimeStatusEQ(flow.RuntimeStatusProvisioned),
+			flow.RuntimeFlowIDNotNil(), flow.RuntimeFlowIDNEQ("")).
+		Order(ent.Desc(flow.FieldVersion)).
+		First(ctx)
+	switch {
+	case ent.IsNotFound(err):
+		// Not provisioned: the pipeline answers 409 after metering, so this is no error.
+	case err != nil:
+		return Target{}, fmt.Errorf("gateway: resolve flow: %w", err)
+	default:
+		t.RuntimeFlowID = *fl.RuntimeFlowID
+	}
+	return t, nil
+}
