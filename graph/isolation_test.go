@@ -439,6 +439,43 @@ func TestCrossTenantVisibility(t *testing.T) {
 					}
 				})
 			}
+			// A row the viewer may see must not point through a non-null edge at a row it may
+			// not see: the field then fails and nulls the whole node (and, up the non-null
+			// chain, the whole list). Agent.tenant is Tenant!, so a buyer must be able to name
+			// the seller of what it bought.
+			for _, c := range []struct {
+				name, token, query, want string
+			}{
+				{"buyer: subscription > agent > tenant", customer, `{ subscriptions { edges { node { id agent { name tenant { name } } plan { name agent { name } } tenant { name } } } } }`, p.Tenant.Name},
+				{"buyer: agents > tenant", customer, `{ agents { edges { node { id tenant { name } } } } }`, p.Tenant.Name},
+				{"buyer: plans > agent > tenant", customer, `{ plans { edges { node { id agent { tenant { name } } } } } }`, p.Tenant.Name},
+				{"buyer: keys > config > subscription > agent", customer, `{ apiKeys { edges { node { id config { subscription { agent { name } plan { name } tenant { name } } } } } } }`, sold.Agent.Name},
+				{"provider: subscription > tenant, agent, plan", provider, `{ subscriptions { edges { node { id tenant { name } agent { name tenant { name } } plan { name } } } } }`, c.Tenant.Name},
+			} {
+				t.Run("non-null edges resolve: "+c.name, func(t *testing.T) {
+					resp := h.post(c.token, c.query, nil)
+					if len(resp.Errors) > 0 {
+						t.Fatalf("a visible row has an invisible non-null edge: %s", resp.Raw)
+					}
+					if !strings.Contains(resp.Raw, c.want) {
+						t.Errorf("%q not in %s", c.want, resp.Raw)
+					}
+				})
+			}
+			t.Run("buyer sees nothing of the seller beyond what it bought", func(t *testing.T) {
+				resp := h.post(customer, `{ agents { edges { node { id tenant { id name
+				  memberships { id email } projects { id name } subscriptions { id } agents { id flows { id } plans { id } } } } } } }`, nil)
+				if len(resp.Errors) > 0 {
+					t.Fatalf("errors: %s", resp.Raw)
+				}
+				assertSameIDs(t, collectIDs(resp.Data), []string{
+					// tenant.subscriptions are the seller's own purchases: none.
+					string(sold.Agent.ID), string(p.Tenant.ID), string(sold.Plans[0].ID),
+				})
+				if strings.Contains(resp.Raw, "papa@") || strings.Contains(resp.Raw, "Project papa") {
+					t.Errorf("seller's members or projects leaked: %s", resp.Raw)
+				}
+			})
 			t.Run("provider sees its own flows and both agents", func(t *testing.T) {
 				resp := h.post(provider, `{ agents { edges { node { id flows { id } } } } }`, nil)
 				if len(resp.Errors) > 0 {
