@@ -163,6 +163,28 @@ func TestTenantIsolation(t *testing.T) {
 							assertSameIDs(t, collectIDs(resp.Data), c.want(v.own))
 						})
 					}
+					// Field filters narrow the viewer's rows; they never widen them, so aiming
+					// them at the other tenant finds nothing.
+					for _, c := range []struct{ name, query string }{
+						{"agents by tenant", `query($t: ID!) { agents(where: {tenantID: $t}) { edges { node { id name } } } }`},
+						{"agents by tenant list", `query($t: ID!) { agents(where: {or: [{tenantIDIn: [$t]}, {not: {tenantIDNEQ: $t}}]}) { edges { node { id name } } } }`},
+						{"plans by tenant", `query($t: ID!) { plans(where: {tenantID: $t}) { edges { node { id name } } } }`},
+						{"subscriptions by tenant", `query($t: ID!) { subscriptions(where: {or: [{tenantID: $t}, {providerTenantID: $t}]}) { edges { node { id } } } }`},
+						{"configs by tenant", `query($t: ID!) { agentConfigs(where: {tenantID: $t}) { edges { node { id systemPrompt } } } }`},
+						{"configs by prompt text", `query($t: ID!) { agentConfigs(where: {systemPromptContains: "secret", not: {tenantIDNEQ: $t}}) { edges { node { id systemPrompt } } } }`},
+						{"keys by tenant", `query($t: ID!) { apiKeys(where: {tenantIDIn: [$t]}) { edges { node { id name } } } }`},
+					} {
+						t.Run("filter on other: "+c.name, func(t *testing.T) {
+							resp := h.post(v.token, c.query, map[string]any{"t": string(v.other.Tenant.ID)})
+							if len(resp.Errors) > 0 {
+								t.Fatalf("errors: %s", resp.Raw)
+							}
+							if ids := collectIDs(resp.Data); len(ids) != 0 {
+								t.Errorf("filter aimed at the other tenant found %v", ids)
+							}
+							assertNoLeak(t, resp, v.other)
+						})
+					}
 					t.Run("nested edges", func(t *testing.T) {
 						resp := h.post(v.token, nestedQuery, nil)
 						if len(resp.Errors) > 0 {
