@@ -41,7 +41,7 @@ type harness struct {
 	logs    *syncBuffer
 	// graphStmts is the number of statements the GraphQL handler itself issued for the
 	// last request: the authenticator's membership lookup (which runs before the handler,
-	// on the same client) is not included.
+	// on the same client) is not included. counter.Count() is the request's total.
 	graphStmts atomic.Int64
 }
 
@@ -184,6 +184,7 @@ func (h *harness) post(token, query string, vars map[string]any) gqlResponse {
 
 func (h *harness) send(req *http.Request) gqlResponse {
 	h.t.Helper()
+	h.counter.Reset()
 	resp, err := h.srv.Client().Do(req)
 	if err != nil {
 		h.t.Fatal(err)

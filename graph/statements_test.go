@@ -63,6 +63,9 @@ func TestStatementCount(t *testing.T) {
 						t.Fatalf("%s with %d subscriptions: %d apiKeys lists: %s", tc.name, n, got, resp.Raw)
 					}
 					counts[i] = append(counts[i], int(h.graphStmts.Load()))
+					if n == 1 {
+						t.Logf("%s: %s: %d statements in all, with the membership lookup", driver, tc.name, h.counter.Count())
+					}
 				}
 			}
 			for i, tc := range cases {
