@@ -4,7 +4,6 @@ package ent
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/gsvdev/agentregistry/ent/agent"
 	"github.com/gsvdev/agentregistry/ent/agentconfig"
@@ -45,7 +44,8 @@ var prefixMap = map[string]string{
 func IDToType(_ context.Context, id pulid.ID) (string, error) {
 	typ, ok := prefixMap[id.Prefix()]
 	if !ok {
-		return "", fmt.Errorf("unknown id prefix")
+		// An id of no known type names nothing: not found, like any other missing row.
+		return "", &NotFoundError{label: "node"}
 	}
 	return typ, nil
 }

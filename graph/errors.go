@@ -51,6 +51,11 @@ func presentError(logger *slog.Logger) graphql.ErrorPresenterFunc {
 		if errors.As(err, &already) && already.Extensions["code"] != nil && !errors.As(err, new(*Error)) {
 			return gqlErr
 		}
+		if field, ok := argumentPath(ctx, gqlErr); ok {
+			gqlErr.Message = "invalid value for " + field
+			gqlErr.Extensions = map[string]any{"code": CodeBadUserInput, "field": field}
+			return gqlErr
+		}
 		code, msg, field := classify(err)
 		if code == CodeInternal {
 			logger.ErrorContext(ctx, "graphql resolver error", "error", err.Error(), "path", gqlErr.Path.String())

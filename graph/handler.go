@@ -70,7 +70,7 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	srv.Use(depthLimit{max: opts.MaxDepth})
 	srv.SetErrorPresenter(presentError(opts.Logger))
 	srv.SetRecoverFunc(recoverPanic(opts.Logger))
-	srv.AroundRootFields(requireViewer)
+	srv.AroundFields(requireViewer)
 	srv.AroundFields(capPageSize(opts.MaxPageSize))
 	if opts.ObserveOperation != nil {
 		srv.AroundResponses(observe(opts.ObserveOperation))
@@ -80,20 +80,20 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 
 // requireViewer answers every root field except introspection with UNAUTHENTICATED when
 // the request carries no valid token. Checking root fields (not the whole operation)
-// lets GraphiQL load the schema before a token is pasted, when introspection is on.
-func requireViewer(ctx context.Context, next graphql.RootResolver) graphql.Marshaler {
-	if auth.FromContext(ctx) != nil {
-		return next(ctx)
-	}
-	if strings.HasPrefix(graphql.GetRootFieldContext(ctx).Field.Name, "__") {
+// lets GraphiQL load the schema before a token is pasted, when introspection is on. It is
+// a field middleware (not a root-field one) so that the error nulls non-null fields the
+// way the GraphQL spec says.
+func requireViewer(ctx context.Context, next graphql.Resolver) (any, error) {
+	fc := graphql.GetFieldContext(ctx)
+	if fc == nil || fc.Parent == nil || fc.Parent.Parent != nil || auth.FromContext(ctx) != nil ||
+		strings.HasPrefix(fc.Field.Name, "__") {
 		return next(ctx)
 	}
 	err := auth.AuthError(ctx)
 	if err == nil || !errors.Is(err, auth.ErrUnavailable) {
 		err = errUnauthenticated
 	}
-	graphql.AddError(ctx, err)
-	return graphql.Null
+	return nil, err
 }
 
 // hasRole implements @hasRole: platform admins pass every role check.

@@ -7,6 +7,8 @@ import (
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
+
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 )
 
 // depthLimit rejects operations nested deeper than max before any resolver runs.
@@ -64,13 +66,16 @@ func selectionDepth(set ast.SelectionSet, frags ast.FragmentDefinitionList, dept
 	return deepest
 }
 
-// capPageSize bounds every Relay connection: first/last above max is BAD_USER_INPUT,
+// capPageSize bounds every Relay connection and nodes(ids:): first/last above max is BAD_USER_INPUT,
 // and a connection asked for with neither gets the first max rows instead of all.
 func capPageSize(max int) graphql.FieldMiddleware {
 	return func(ctx context.Context, next graphql.Resolver) (any, error) {
 		fc := graphql.GetFieldContext(ctx)
 		if fc == nil || fc.Args == nil {
 			return next(ctx)
+		}
+		if ids, ok := fc.Args["ids"].([]pulid.ID); ok && len(ids) > max {
+			return nil, &Error{Code: CodeBadUserInput, Message: fmt.Sprintf("at most %d ids per request", max), Field: "ids"}
 		}
 		first, hasFirst := fc.Args["first"]
 		last, hasLast := fc.Args["last"]

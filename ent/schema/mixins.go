@@ -9,6 +9,7 @@ import (
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
 	"entgo.io/ent/schema/mixin"
+	"github.com/vektah/gqlparser/v2/ast"
 
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 )
@@ -90,3 +91,12 @@ func tenantIndex(fields ...string) ent.Index {
 // could probe rows of another tenant (a provider asking which buyer's config contains
 // a word). Every edge carries it; see privacy.go.
 func noEdgeFilter() schema.Annotation { return entgql.Skip(entgql.SkipWhereInput) }
+
+// adminRole is the @hasRole(role: PLATFORM_ADMIN) directive.
+func adminRole() entgql.Directive {
+	return entgql.NewDirective("hasRole",
+		&ast.Argument{Name: "role", Value: &ast.Value{Raw: "PLATFORM_ADMIN", Kind: ast.EnumValue}})
+}
+
+// adminOnly restricts a GraphQL field to platform admins.
+func adminOnly() schema.Annotation { return entgql.Directives(adminRole()) }

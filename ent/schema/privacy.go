@@ -109,12 +109,14 @@ func filterCatalog(agentColumn string) ent.Interceptor {
 	})
 }
 
-// filterTenants: the viewer's own tenants, and for a provider the tenants that buy its
-// agents (so that a subscription's buyer can be named).
+// filterTenants: the viewer's own tenants, the tenants that buy its agents (so that a
+// provider can name a subscription's buyer) and the tenants it buys from (so that a buyer
+// can name the seller). Billing ids of a tenant are admin-only fields (see Tenant).
 func filterTenants() ent.Interceptor {
 	return scoped(func(s *sql.Selector, t []any) *sql.Predicate {
 		buyers := sql.Select("tenant_id").From(sql.Table("subscriptions")).Where(sql.In("provider_tenant_id", t...))
-		return sql.Or(inTenants(s, "id", t), sql.In(s.C("id"), buyers))
+		sellers := sql.Select("provider_tenant_id").From(sql.Table("subscriptions")).Where(sql.In("tenant_id", t...))
+		return sql.Or(inTenants(s, "id", t), sql.In(s.C("id"), buyers), sql.In(s.C("id"), sellers))
 	})
 }
 

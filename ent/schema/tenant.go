@@ -6,7 +6,6 @@ import (
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
-	"github.com/vektah/gqlparser/v2/ast"
 )
 
 // Tenant is an organisation (a Waldur customer): buyers and providers alike.
@@ -20,8 +19,10 @@ func (Tenant) Fields() []ent.Field {
 	return []ent.Field{
 		field.String("name").NotEmpty().MaxLen(200).Annotations(entgql.OrderField("NAME")),
 		field.String("slug").NotEmpty().MaxLen(63).Match(slugPattern).Unique().Annotations(entgql.OrderField("SLUG")),
-		field.String("waldur_customer_uuid").Optional().Nillable().Unique().MaxLen(64),
-		field.String("stripe_customer_id").Optional().Nillable().Unique().MaxLen(255),
+		// Billing identities: other tenants (a buyer's seller, a provider's buyers) see a
+		// tenant's name, not these.
+		field.String("waldur_customer_uuid").Optional().Nillable().Unique().MaxLen(64).Annotations(adminOnly()),
+		field.String("stripe_customer_id").Optional().Nillable().Unique().MaxLen(255).Annotations(adminOnly()),
 		field.Enum("status").Values("active", "suspended", "closed").Default("active"),
 	}
 }
@@ -41,8 +42,7 @@ func (Tenant) Annotations() []schema.Annotation {
 	return []schema.Annotation{
 		entgql.RelayConnection(),
 		// Listing every tenant is the platform admin's; members reach theirs through viewer.
-		entgql.QueryField().Directives(entgql.NewDirective("hasRole",
-			&ast.Argument{Name: "role", Value: &ast.Value{Raw: "PLATFORM_ADMIN", Kind: ast.EnumValue}})),
+		entgql.QueryField().Directives(adminRole()),
 		entgql.MultiOrder(),
 	}
 }

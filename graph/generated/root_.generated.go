@@ -4778,8 +4778,8 @@ type Tenant implements Node {
   updatedAt: Time!
   name: String!
   slug: String!
-  waldurCustomerUUID: String
-  stripeCustomerID: String
+  waldurCustomerUUID: String @hasRole(role: PLATFORM_ADMIN)
+  stripeCustomerID: String @hasRole(role: PLATFORM_ADMIN)
   status: TenantStatus!
   projects: [Project!]
   memberships: [Membership!]
