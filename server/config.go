@@ -79,7 +79,9 @@ type Config struct {
 	DBMaxOpenConns int
 	DBMaxIdleConns int
 
-	RedisURL string
+	RedisURL            string
+	RateLimitFailClosed bool
+	UsageAsync          bool
 
 	LangflowURL     string
 	LangflowAPIKey  Secret
@@ -285,6 +287,16 @@ func configSpecs() []varSpec {
 				return nil
 			},
 			show: func(c *Config) string { return strconv.Itoa(c.DBMaxIdleConns) },
+		},
+		{
+			VarDoc: VarDoc{Name: "RATE_LIMIT_FAIL_CLOSED", Default: "false", Description: "With REDIS_URL: answer 503 when Redis is unreachable instead of letting calls through unlimited (monthly quotas are enforced from the database either way)."},
+			apply:  func(c *Config, v string) (err error) { c.RateLimitFailClosed, err = parseBool(v); return },
+			show:   func(c *Config) string { return strconv.FormatBool(c.RateLimitFailClosed) },
+		},
+		{
+			VarDoc: VarDoc{Name: "USAGE_ASYNC", Default: "false", Description: "Answer invokes before their usage record commits (lower latency; a crash can lose the last moments of usage). Default: a 2xx answer means its record is committed."},
+			apply:  func(c *Config, v string) (err error) { c.UsageAsync, err = parseBool(v); return },
+			show:   func(c *Config) string { return strconv.FormatBool(c.UsageAsync) },
 		},
 		{
 			VarDoc: VarDoc{Name: "REDIS_URL", Default: "", Description: "Redis for shared rate limits and quota counters across replicas (`redis://` or `rediss://`). Empty: in-process limits."},

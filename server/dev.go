@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -26,6 +27,7 @@ type devMode struct {
 	signingKey SigningKey
 	cfg        Config
 	seeded     seed.Result
+	runtime    http.Handler // the echo runtime, when LANGFLOW_URL is empty
 }
 
 const devTokenTTL = 12 * time.Hour
@@ -102,6 +104,7 @@ func (d *devMode) printCredentials(w io.Writer, base string) {
 	fmt.Fprintf(w, "dev api key: %s\n", d.seeded.APIKey)
 	fmt.Fprintf(w, "dev publishable key: %s\n", d.seeded.PublishableKey)
 	fmt.Fprintf(w, "dev config id: %s\n", d.seeded.Config)
+	fmt.Fprintf(w, "invoke: curl -s -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"input\":\"hello\"}' %s/api/agent-gateway/invoke/\n", d.seeded.APIKey, base)
 	fmt.Fprintf(w, "try: curl -s -H 'Authorization: Bearer <dev customer token>' -H 'Content-Type: application/json' -d '{\"query\":\"{ viewer { subject roles memberships { role tenant { name } } } }\"}' %s/graphql\n", base)
 }
 

@@ -51,8 +51,15 @@ func (s *Server) routes() http.Handler {
 		}
 		handle("GET /playground", "/playground", playground.Handler("agentregistry", "/graphql", opts...))
 	}
+	for _, e := range s.gateway.Endpoints() {
+		handle(e.Pattern, e.Route, e.Handler)
+	}
+
 	if s.dev != nil {
 		handle(devIssuerPath+"/", "/dev/oidc", s.dev.issuer.Handler())
+		if s.dev.runtime != nil {
+			handle(devLangflowPath+"/", devLangflowPath, http.StripPrefix(devLangflowPath, s.dev.runtime))
+		}
 	}
 
 	return Chain(mux,

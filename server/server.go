@@ -12,11 +12,14 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/gsvdev/agentregistry/gateway"
 	"github.com/gsvdev/agentregistry/internal/apikey"
 	"github.com/gsvdev/agentregistry/internal/apikey/keys"
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/auth/members"
 	"github.com/gsvdev/agentregistry/internal/database"
+	"github.com/gsvdev/agentregistry/internal/langflow"
+	"github.com/gsvdev/agentregistry/internal/usage"
 )
 
 // Server is the whole service: one listener, one handler tree, and what must be drained
@@ -32,13 +35,25 @@ type Server struct {
 	keyring *apikey.Keyring
 	keys    *keys.Service
 	dev     *devMode // nil outside --dev
-	drains  []func(context.Context) error
+
+	verifier *apikey.Verifier
+	recorder *usage.Recorder
+	langflow *langflow.Client
+	gateway  *gateway.Gateway
+
+	// drains run after the HTTP server has stopped (flush what requests left behind);
+	// closers release clients at the very end; background work stops with bgCancel.
+	drains   []func(context.Context) error
+	closers  []func() error
+	bgCtx    context.Context
+	bgCancel context.CancelFunc
 }
 
 // New opens the database, checks its schema, builds every room and binds the listener
 // (binding first lets dev mode know its own URL for the local issuer).
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) {
 	s := &Server{cfg: cfg, logger: logger}
+	s.bgCtx, s.bgCancel = context.WithCancel(context.Background())
 	if cfg.Dev {
 		if err := requireLoopback(cfg.Addr); err != nil {
 			return nil, err
@@ -68,6 +83,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	defer func() {
 		if !ok {
 			s.ln.Close()
+			s.release()
 		}
 	}()
 
@@ -104,6 +120,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 			return nil, err
 		}
 	}
+
+	if s.gateway, err = s.buildGateway(ctx, "http://"+s.ln.Addr().String()); err != nil {
+		return nil, err
+	}
+	// The recorder drains after the HTTP server stops: every answered call is committed.
+	s.drains = append(s.drains, s.recorder.Close)
 
 	s.http = &http.Server{
 		Handler:           s.routes(),
@@ -184,16 +206,30 @@ func (s *Server) PrintBanner(w io.Writer) {
 // finish within SHUTDOWN_TIMEOUT, then the drains run, then the database closes.
 func (s *Server) Run(ctx context.Context) error {
 	err := Serve(ctx, s.http, s.ln, s.cfg.ShutdownTimeout, s.logger, s.drains...)
+	s.release()
 	if cerr := s.db.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 		err = errors.Join(err, fmt.Errorf("close database: %w", cerr))
 	}
 	return err
 }
 
-// Close releases everything without serving (subcommands that only use the database).
-func (s *Server) Close() error {
-	s.ln.Close()
-	return s.db.Close()
+// background runs fn until the server stops.
+func (s *Server) background(fn func(ctx context.Context)) {
+	go fn(s.bgCtx)
+}
+
+// release stops background work and closes clients (idempotent).
+func (s *Server) release() {
+	s.bgCancel()
+	for _, c := range s.closers {
+		if err := c(); err != nil {
+			s.logger.Warn("close", "error", err.Error())
+		}
+	}
+	s.closers = nil
+	if s.langflow != nil {
+		s.langflow.Close()
+	}
 }
 
 func requireLoopback(addr string) error {

@@ -124,6 +124,24 @@ func TestDevModeEndToEnd(t *testing.T) {
 		t.Fatalf("provider sees %v buyer configs", got)
 	}
 
+	// The printed secret key invokes the demo agent through the built-in echo runtime, and
+	// the call shows up in the buyer's usage rollups.
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/agent-gateway/invoke/", strings.NewReader(`{"input":"hello"}`))
+	req.Header.Set("Authorization", "Bearer "+creds["api key"])
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var inv struct {
+		Output string `json:"output"`
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	_ = json.Unmarshal(b, &inv)
+	if resp.StatusCode != http.StatusOK || !strings.Contains(inv.Output, "echo: hello") {
+		t.Fatalf("invoke with the dev api key: %d %s", resp.StatusCode, b)
+	}
+
 	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ok", "/metrics": `http_requests_total{method="POST",route="/graphql",status="200"}`} {
 		resp, err := http.Get(base + path)
 		if err != nil {

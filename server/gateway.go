@@ -1,0 +1,85 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/gsvdev/agentregistry/gateway"
+	"github.com/gsvdev/agentregistry/internal/apikey"
+	"github.com/gsvdev/agentregistry/internal/langflow"
+	"github.com/gsvdev/agentregistry/internal/langflow/echoruntime"
+	"github.com/gsvdev/agentregistry/internal/ratelimit"
+	"github.com/gsvdev/agentregistry/internal/usage"
+)
+
+// devLangflowPath is where --dev mounts the built-in echo runtime when LANGFLOW_URL is
+// empty: the gateway reaches it over real HTTP on loopback, through the same client.
+const devLangflowPath = "/dev/langflow"
+
+// buildGateway assembles the invoke path: key verification (cached, with async
+// last-used updates), config resolution, limits, quotas, the Langflow client and the
+// group-commit usage recorder. What must be flushed on shutdown is added to s.drains.
+func (s *Server) buildGateway(ctx context.Context, baseURL string) (*gateway.Gateway, error) {
+	toucher := apikey.NewToucher(s.keys, apikey.ToucherOptions{Logger: s.logger})
+	s.verifier = apikey.NewVerifier(s.keyring, s.keys, apikey.VerifierOptions{Logger: s.logger, Toucher: toucher})
+	s.keys.SetInvalidator(s.verifier)
+	s.background(func(ctx context.Context) { toucher.Run(ctx) })
+	s.drains = append(s.drains, toucher.Flush)
+
+	quota := usage.NewQuotaCounter(usage.NewQuota(s.db.Client), usage.QuotaCounterOptions{Logger: s.logger})
+	s.recorder = usage.NewRecorder(s.db.Client, usage.RecorderOptions{
+		Async: s.cfg.UsageAsync, Quota: quota, Logger: s.logger,
+	})
+
+	limiter, err := s.limiter()
+	if err != nil {
+		return nil, err
+	}
+
+	lfURL, lfKey := s.cfg.LangflowURL, s.cfg.LangflowAPIKey.Reveal()
+	if lfURL == "" {
+		if s.dev == nil {
+			return nil, fmt.Errorf("LANGFLOW_URL is required outside dev mode")
+		}
+		s.dev.runtime = echoruntime.New(echoruntime.Options{TokenDelay: 20 * time.Millisecond})
+		lfURL = baseURL + devLangflowPath
+	}
+	s.langflow, err = langflow.New(langflow.Options{BaseURL: lfURL, APIKey: lfKey, Timeout: s.cfg.LangflowTimeout})
+	if err != nil {
+		return nil, fmt.Errorf("langflow client: %w", err)
+	}
+
+	return gateway.New(gateway.Deps{
+		Verifier:  s.verifier,
+		Resolver:  gateway.NewEntResolver(s.db.Client, gateway.EntResolverOptions{}),
+		Limiter:   limiter,
+		Quota:     quota,
+		Runtime:   s.langflow,
+		Recorder:  s.recorder,
+		Logger:    s.logger,
+		RequestID: RequestID,
+	})
+}
+
+// limiter is shared through Redis when REDIS_URL is set, so replicas enforce one budget;
+// otherwise it lives in this process.
+func (s *Server) limiter() (ratelimit.Limiter, error) {
+	if s.cfg.RedisURL == "" {
+		mem := ratelimit.NewMemory(ratelimit.MemoryOptions{})
+		s.closers = append(s.closers, func() error { mem.Close(); return nil })
+		return mem, nil
+	}
+	opts, err := redis.ParseURL(s.cfg.RedisURL)
+	if err != nil {
+		return nil, fmt.Errorf("REDIS_URL: %w", err)
+	}
+	// Short timeouts: a limiter that waits seconds for Redis is worse than one that
+	// fails open (or closed) at once.
+	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 500*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
+	client := redis.NewClient(opts)
+	s.closers = append(s.closers, client.Close)
+	return ratelimit.NewRedis(client, ratelimit.RedisOptions{FailClosed: s.cfg.RateLimitFailClosed, Logger: s.logger}), nil
+}
