@@ -8,7 +8,6 @@ import (
 
 	"github.com/gsvdev/agentregistry/internal/apikey"
 	"github.com/gsvdev/agentregistry/internal/langflow"
-	"github.com/gsvdev/agentregistry/internal/ratelimit"
 )
 
 // Error codes. They are part of the public contract (customer pages switch on them), so
@@ -104,15 +103,12 @@ func verifyError(err error) *apiError {
 	}
 }
 
-// limiterError maps a Limiter failure. ErrUnavailable is the fail-closed limiter refusing
-// to decide; anything else (an invalid plan limit) is ours, but still not the caller's
-// fault, so it is a 503 rather than letting the call through unlimited.
+// limiterError maps a Limiter failure. ratelimit.ErrUnavailable is the fail-closed limiter
+// refusing to decide; anything else (an invalid plan limit) is ours, but still not the
+// caller's fault, so it is a 503 too rather than letting the call through unlimited.
 func limiterError(err error) *apiError {
 	if errors.Is(err, context.Canceled) {
 		return canceled(err)
-	}
-	if errors.Is(err, ratelimit.ErrUnavailable) {
-		return unavailable("rate limiting is unavailable, try again", err)
 	}
 	return unavailable("rate limiting is unavailable, try again", err)
 }

@@ -64,10 +64,14 @@ func (r *okRecorder) Record(_ context.Context, ev usage.Event) error {
 	return nil
 }
 
-// instantRuntime answers at once; inputs starting with "fail:" pick a failure kind.
-type instantRuntime struct{}
+// instantRuntime answers at once; inputs starting with "fail:" pick a failure kind, and
+// with plainErrors "plain:" fails with an error that is not Langflow's.
+type instantRuntime struct{ plainErrors bool }
 
-func (instantRuntime) result(req langflow.RunRequest) (langflow.RunResult, error) {
+func (rt instantRuntime) result(req langflow.RunRequest) (langflow.RunResult, error) {
+	if rt.plainErrors && strings.HasPrefix(req.InputValue, "plain:") {
+		return langflow.RunResult{}, errors.New("driver: something internal")
+	}
 	if kind, ok := strings.CutPrefix(req.InputValue, "fail:"); ok {
 		return langflow.RunResult{}, &langflow.Error{Kind: langflow.Kind(kind), Op: "run", Detail: "Traceback (most recent call last): secret"}
 	}
@@ -97,7 +101,7 @@ func (instantRuntime) Ready(context.Context) error { return nil }
 
 // fuzzGateway builds a gateway over fakes and returns it with a valid secret key, a valid
 // publishable key and the config id.
-func fuzzGateway(t testing.TB) (http.Handler, string, string, pulid.ID) {
+func fuzzGateway(t testing.TB, adjust ...func(*gateway.Deps)) (http.Handler, string, string, pulid.ID) {
 	kr, err := apikey.NewKeyring([]apikey.SigningKey{{ID: "k1", Secret: testSecret}},
 		apikey.KeyringOptions{Issuer: testIssuer, Audience: testAudience})
 	if err != nil {
@@ -118,7 +122,7 @@ func fuzzGateway(t testing.TB) (http.Handler, string, string, pulid.ID) {
 	secret, pub := mint(apikey.KindSecret, apikey.ScopeInvoke), mint(apikey.KindPublishable, apikey.ScopeWidgetInvoke)
 	limiter := ratelimit.NewMemory(ratelimit.MemoryOptions{})
 	t.Cleanup(func() { _ = limiter.Close() })
-	gw, err := gateway.New(gateway.Deps{
+	deps := gateway.Deps{
 		Verifier: apikey.NewVerifier(kr, store, apikey.VerifierOptions{}),
 		Resolver: fixedResolver{gateway.Target{
 			ConfigID: cfg, TenantID: tenant, ProviderTenantID: pulid.MustNew("tnt"), AgentID: pulid.MustNew("agt"),
@@ -128,7 +132,11 @@ func fuzzGateway(t testing.TB) (http.Handler, string, string, pulid.ID) {
 		Limiter: limiter, Quota: zeroQuota{}, Runtime: instantRuntime{}, Recorder: &okRecorder{},
 		Logger:       discardLogger(),
 		VisitorLimit: ratelimit.Limit{Rate: 1 << 20, Period: time.Minute},
-	})
+	}
+	for _, a := range adjust {
+		a(&deps)
+	}
+	gw, err := gateway.New(deps)
 	if err != nil {
 		t.Fatal(err)
 	}

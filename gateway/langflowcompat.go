@@ -47,6 +47,7 @@ func compatResponse(in callInput, text string) map[string]any {
 // serveCompatPreflight answers the compat route's preflight. Unlike the invoke route, the
 // path names the config, so a foreign origin is refused here already.
 func (g *Gateway) serveCompatPreflight(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Request-Id", g.requestID(r))
 	origin := r.Header.Get("Origin")
 	id := pulid.ID(r.PathValue("config_id"))
 	if origin == "" || !id.Valid() {
@@ -73,5 +74,6 @@ func (g *Gateway) serveCompatPreflight(w http.ResponseWriter, r *http.Request) {
 // servePreflight answers the invoke route's preflight for any origin; see cors.go for why
 // that is safe.
 func (g *Gateway) servePreflight(w http.ResponseWriter, r *http.Request) {
+	w.Header().Set("X-Request-Id", g.requestID(r))
 	writePreflight(w, r.Header.Get("Origin"))
 }
