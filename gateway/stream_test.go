@@ -172,3 +172,25 @@ func TestStreamFailureBeforeFirstTokenIsJSON(t *testing.T) {
 		t.Fatalf("status %d %q", resp.StatusCode, resp.Header.Get("Content-Type"))
 	}
 }
+
+func TestClientLeavingMidStreamIsMetered(t *testing.T) {
+	e := newEnv(t, envOptions{echo: echoruntime.Options{TokenDelay: 100 * time.Millisecond}})
+	f := e.seed(fixtureOptions{})
+	resp := e.stream(e.secret(f), `{"input":"a b c d e f g h","stream":true}`, nil)
+	br := bufio.NewReader(resp.Body)
+	if _, err := br.ReadString('\n'); err != nil { // the first token's event line
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for time.Now().Before(deadline) {
+		if rows := e.usageRows(); len(rows) == 1 {
+			if rows[0].Status != 499 || rows[0].ErrorCode != "CLIENT_CLOSED_REQUEST" || rows[0].OutputTokens == 0 {
+				t.Fatalf("row %+v", rows[0])
+			}
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	t.Fatal("a call whose client left was not metered")
+}
