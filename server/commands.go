@@ -3,7 +3,9 @@ package server
 import (
 	"context"
 	"fmt"
+	"errors"
 	"io"
+	"log/slog"
 
 	"github.com/gsvdev/agentregistry/internal/apikey/keys"
 	"github.com/gsvdev/agentregistry/internal/auth"
@@ -68,5 +70,31 @@ func OpenKeys(ctx context.Context, cfg Config) (*keys.Service, func() error, err
 	if err != nil {
 		return nil, nil, err
 	}
-	return keys.New(db.Client, kr, nil), db.Close, nil
+	// Revocations from the CLI reach running servers through the same bus they share.
+	rdb, err := newRedis(cfg)
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	bus, err := newBus(cfg, db, rdb, slog.New(slog.DiscardHandler))
+	if err != nil {
+		db.Close()
+		return nil, nil, err
+	}
+	rev, stop := keys.NewRevocations(bus, noCache{}, slog.New(slog.DiscardHandler))
+	closeAll := func() error {
+		stop()
+		err := bus.Close()
+		if rdb != nil {
+			err = errors.Join(err, rdb.Close())
+		}
+		return errors.Join(err, db.Close())
+	}
+	return keys.New(db.Client, kr, rev), closeAll, nil
 }
+
+// noCache is the CLI's key cache: it has none, it only tells the servers.
+type noCache struct{}
+
+func (noCache) Invalidate(string) {}
+func (noCache) InvalidateAll()    {}

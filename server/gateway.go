@@ -5,10 +5,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/gsvdev/agentregistry/gateway"
 	"github.com/gsvdev/agentregistry/internal/apikey"
+	"github.com/gsvdev/agentregistry/internal/apikey/keys"
 	"github.com/gsvdev/agentregistry/internal/langflow"
 	"github.com/gsvdev/agentregistry/internal/langflow/echoruntime"
 	"github.com/gsvdev/agentregistry/internal/ratelimit"
@@ -25,7 +24,9 @@ const devLangflowPath = "/dev/langflow"
 func (s *Server) buildGateway(ctx context.Context, baseURL string) (*gateway.Gateway, error) {
 	toucher := apikey.NewToucher(s.keys, apikey.ToucherOptions{Logger: s.logger})
 	s.verifier = apikey.NewVerifier(s.keyring, s.keys, apikey.VerifierOptions{Logger: s.logger, Toucher: toucher})
-	s.keys.SetInvalidator(s.verifier)
+	revocations, stop := keys.NewRevocations(s.bus, s.verifier, s.logger)
+	s.keys.SetInvalidator(revocations)
+	s.closers = append(s.closers, func() error { stop(); return nil })
 	s.background(func(ctx context.Context) { toucher.Run(ctx) })
 	s.drains = append(s.drains, toucher.Flush)
 
@@ -67,19 +68,10 @@ func (s *Server) buildGateway(ctx context.Context, baseURL string) (*gateway.Gat
 // limiter is shared through Redis when REDIS_URL is set, so replicas enforce one budget;
 // otherwise it lives in this process.
 func (s *Server) limiter() (ratelimit.Limiter, error) {
-	if s.cfg.RedisURL == "" {
+	if s.redis == nil {
 		mem := ratelimit.NewMemory(ratelimit.MemoryOptions{})
 		s.closers = append(s.closers, func() error { mem.Close(); return nil })
 		return mem, nil
 	}
-	opts, err := redis.ParseURL(s.cfg.RedisURL)
-	if err != nil {
-		return nil, fmt.Errorf("REDIS_URL: %w", err)
-	}
-	// Short timeouts: a limiter that waits seconds for Redis is worse than one that
-	// fails open (or closed) at once.
-	opts.DialTimeout, opts.ReadTimeout, opts.WriteTimeout = 500*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
-	client := redis.NewClient(opts)
-	s.closers = append(s.closers, client.Close)
-	return ratelimit.NewRedis(client, ratelimit.RedisOptions{FailClosed: s.cfg.RateLimitFailClosed, Logger: s.logger}), nil
+	return ratelimit.NewRedis(s.redis, ratelimit.RedisOptions{FailClosed: s.cfg.RateLimitFailClosed, Logger: s.logger}), nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/redis/go-redis/v9"
 
 	"github.com/gsvdev/agentregistry/gateway"
 	"github.com/gsvdev/agentregistry/internal/apikey"
@@ -19,6 +20,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/auth/members"
 	"github.com/gsvdev/agentregistry/internal/database"
 	"github.com/gsvdev/agentregistry/internal/langflow"
+	"github.com/gsvdev/agentregistry/internal/pubsub"
 	"github.com/gsvdev/agentregistry/internal/usage"
 )
 
@@ -36,6 +38,8 @@ type Server struct {
 	keys    *keys.Service
 	dev     *devMode // nil outside --dev
 
+	redis    *redis.Client // nil without REDIS_URL
+	bus      pubsub.Bus
 	verifier *apikey.Verifier
 	recorder *usage.Recorder
 	langflow *langflow.Client
@@ -121,6 +125,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		}
 	}
 
+	if s.redis, err = newRedis(cfg); err != nil {
+		return nil, err
+	}
+	if s.redis != nil {
+		s.closers = append(s.closers, s.redis.Close)
+	}
+	if s.bus, err = newBus(cfg, s.db, s.redis, logger); err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, s.bus.Close)
 	if s.gateway, err = s.buildGateway(ctx, "http://"+s.ln.Addr().String()); err != nil {
 		return nil, err
 	}
@@ -218,11 +232,12 @@ func (s *Server) background(fn func(ctx context.Context)) {
 	go fn(s.bgCtx)
 }
 
-// release stops background work and closes clients (idempotent).
+// release stops background work and closes clients in the reverse order of their
+// creation, like defers: the bus goes before the Redis client it uses (idempotent).
 func (s *Server) release() {
 	s.bgCancel()
-	for _, c := range s.closers {
-		if err := c(); err != nil {
+	for i := len(s.closers) - 1; i >= 0; i-- {
+		if err := s.closers[i](); err != nil {
 			s.logger.Warn("close", "error", err.Error())
 		}
 	}

@@ -119,3 +119,15 @@ func (c *cache) invalidate(hash string) {
 	s.gen++
 	s.mu.Unlock()
 }
+
+// invalidateAll drops every entry (after a lost invalidation channel, when revocations
+// may have been missed).
+func (c *cache) invalidateAll() {
+	for i := range c.shards {
+		s := &c.shards[i]
+		s.mu.Lock()
+		clear(s.entries)
+		s.gen++
+		s.mu.Unlock()
+	}
+}

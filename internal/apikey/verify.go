@@ -171,6 +171,12 @@ func (v *Verifier) Invalidate(hash string) {
 	v.group.Forget(hash)
 }
 
+// InvalidateAll drops every cached key: the next use of each is looked up again. Called
+// when the channel that carries other replicas' revocations was interrupted.
+func (v *Verifier) InvalidateAll() {
+	v.cache.invalidateAll()
+}
+
 // lookup returns the row for hash from the cache, or from the store once per hash however
 // many callers miss at the same time.
 func (v *Verifier) lookup(ctx context.Context, hash string) (Record, error) {
