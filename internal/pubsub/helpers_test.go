@@ -2,6 +2,7 @@ package pubsub_test
 
 import (
 	"fmt"
+	"net"
 	"os"
 	"runtime"
 	"strings"
@@ -97,4 +98,96 @@ func goroutinesSettle(t *testing.T, baseline int) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
+}
+
+// proxy forwards TCP connections to a server and can make the current ones go silent
+// without closing them, as a network partition does.
+type proxy struct {
+	ln     net.Listener
+	target string
+	wg     sync.WaitGroup
+
+	mu    sync.Mutex
+	pairs []*proxyPair
+}
+
+type proxyPair struct {
+	client, server net.Conn
+	frozen         atomic.Bool
+}
+
+func startProxy(t *testing.T, target string) *proxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &proxy{ln: ln, target: target}
+	p.wg.Add(1)
+	go p.accept()
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *proxy) addr() string { return p.ln.Addr().String() }
+
+func (p *proxy) accept() {
+	defer p.wg.Done()
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		s, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		pair := &proxyPair{client: c, server: s}
+		p.mu.Lock()
+		p.pairs = append(p.pairs, pair)
+		p.mu.Unlock()
+		p.wg.Add(2)
+		go p.pipe(pair, c, s)
+		go p.pipe(pair, s, c)
+	}
+}
+
+// pipe copies src to dst; once the pair is frozen, what arrives is swallowed.
+func (p *proxy) pipe(pair *proxyPair, src, dst net.Conn) {
+	defer p.wg.Done()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		if n > 0 && !pair.frozen.Load() {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				break
+			}
+		}
+		if err != nil {
+			break
+		}
+	}
+	_ = src.Close()
+	_ = dst.Close()
+}
+
+// freeze silences every connection open now; new connections work.
+func (p *proxy) freeze() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	for _, pair := range p.pairs {
+		pair.frozen.Store(true)
+	}
+}
+
+func (p *proxy) close() {
+	_ = p.ln.Close()
+	p.mu.Lock()
+	for _, pair := range p.pairs {
+		_ = pair.client.Close()
+		_ = pair.server.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
 }

@@ -157,9 +157,3 @@ func (l *listenSet) sync() bool {
 	// A change that arrived during the pass has kicked again; run will come back.
 	return ok
 }
-
-func (l *listenSet) isActive(channel string) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.active[channel]
-}

@@ -42,9 +42,12 @@ type PostgresOptions struct {
 	// deaf for long. MaxReconnect also bounds how long Close may wait for the
 	// listener's goroutine during an outage.
 	MinReconnect, MaxReconnect time.Duration
-	// PingInterval is how often the listener's connection is checked, so that a
-	// connection that died silently is noticed and replaced. Default 30s.
-	PingInterval time.Duration
+	// PingInterval is how often the listener's connection is checked, and PingTimeout
+	// how long a check may go unanswered before the connection is closed and replaced.
+	// A connection that died silently (a partition, a dropped NAT entry) would otherwise
+	// keep the replica deaf to revocations until TCP keepalive gives up, minutes later.
+	// Defaults 10s and 5s.
+	PingInterval, PingTimeout time.Duration
 }
 
 // MaxNotifyPayload is the largest encoded payload Publish sends. PostgreSQL refuses
@@ -69,8 +72,10 @@ type Postgres struct {
 	listener *pq.Listener
 	f        *fanout
 	ls       *listenSet
+	dialer   *trackingDialer
 	subWait  time.Duration
 	ping     time.Duration
+	pingWait time.Duration
 
 	reconnect chan struct{} // capacity 1; set by pq's event callback
 	// connectFailed is touched only by pq's event callback, which pq calls from its
@@ -115,6 +120,8 @@ func NewPostgres(connString string, opts PostgresOptions) (*Postgres, error) {
 		log:       orDiscard(opts.Logger),
 		subWait:   opts.SubscribeTimeout,
 		ping:      opts.PingInterval,
+		pingWait:  opts.PingTimeout,
+		dialer:    &trackingDialer{},
 		reconnect: make(chan struct{}, 1),
 		done:      make(chan struct{}),
 	}
@@ -122,7 +129,10 @@ func NewPostgres(connString string, opts PostgresOptions) (*Postgres, error) {
 		p.subWait = defaultSubscribeTimeout
 	}
 	if p.ping <= 0 {
-		p.ping = 30 * time.Second
+		p.ping = 10 * time.Second
+	}
+	if p.pingWait <= 0 {
+		p.pingWait = 5 * time.Second
 	}
 	if p.db == nil {
 		db, err := sql.Open("postgres", connString)
@@ -135,7 +145,7 @@ func NewPostgres(connString string, opts PostgresOptions) (*Postgres, error) {
 		p.db, p.ownDB = db, true
 	}
 	p.f = newFanout(opts.QueueSize, p.log)
-	p.listener = pq.NewListener(dsn, minR, maxR, p.event)
+	p.listener = pq.NewDialListener(p.dialer, dsn, minR, maxR, p.event)
 	p.ls = newListenSet(p.f, p.log, p.apply)
 	p.wg.Add(3)
 	go func() { defer p.wg.Done(); p.ls.run() }()
@@ -303,18 +313,30 @@ func (p *Postgres) event(ev pq.ListenerEventType, err error) {
 		p.log.Info("pubsub: listener reconnected")
 		p.signalReconnect()
 	case pq.ListenerEventDisconnected:
-		p.log.Warn("pubsub: listener disconnected", slog.Any("error", err))
+		if !p.closing() {
+			p.log.Warn("pubsub: listener disconnected", slog.Any("error", err))
+		}
 	case pq.ListenerEventConnectionAttemptFailed:
 		p.connectFailed = true
-		select {
-		case <-p.done:
-		default:
+		if !p.closing() {
 			p.log.Warn("pubsub: listener connection attempt failed", slog.Any("error", err))
 		}
 	}
 }
 
+func (p *Postgres) closing() bool {
+	select {
+	case <-p.done:
+		return true
+	default:
+		return false
+	}
+}
+
 func (p *Postgres) signalReconnect() {
+	if p.closing() {
+		return
+	}
 	select {
 	case p.reconnect <- struct{}{}:
 	default:
@@ -359,8 +381,8 @@ func (p *Postgres) drainReconnect() {
 	}
 }
 
-// pingLoop checks the listener connection: pq only notices a dead connection when it
-// reads or writes, and an idle LISTEN connection does neither.
+// pingLoop checks the listener connection: pq only notices a dead connection when a
+// read or write fails, and a silently dead one fails neither.
 func (p *Postgres) pingLoop() {
 	defer p.wg.Done()
 	t := time.NewTicker(p.ping)
@@ -368,12 +390,66 @@ func (p *Postgres) pingLoop() {
 	for {
 		select {
 		case <-t.C:
-			if err := p.listener.Ping(); err != nil && !errors.Is(err, net.ErrClosed) {
-				p.log.Debug("pubsub: listener ping failed", slog.Any("error", err))
-			}
 		case <-p.done:
 			return
 		}
+		res := make(chan error, 1)
+		// Ping blocks until the server answers or the connection fails; the goroutine
+		// ends by one or the other (Close drops the connection first).
+		go func() { res <- p.listener.Ping() }()
+		timeout := time.NewTimer(p.pingWait)
+		select {
+		case err := <-res:
+			if err != nil && !errors.Is(err, net.ErrClosed) {
+				p.log.Debug("pubsub: listener ping failed", slog.Any("error", err))
+			}
+		case <-timeout.C:
+			p.log.Warn("pubsub: listener ping unanswered; replacing the connection", slog.Duration("waited", p.pingWait))
+			p.dialer.drop()
+			<-res
+		case <-p.done:
+			<-res
+		}
+		timeout.Stop()
+	}
+}
+
+// trackingDialer remembers the listener's connection so that pingLoop can close it: pq
+// has no way to abandon a connection that still looks open, and closing the socket
+// makes its reader fail, after which pq reconnects and re-LISTENs as usual.
+type trackingDialer struct {
+	d   net.Dialer
+	mu  sync.Mutex
+	cur net.Conn
+}
+
+func (t *trackingDialer) Dial(network, address string) (net.Conn, error) {
+	return t.DialContext(context.Background(), network, address)
+}
+
+func (t *trackingDialer) DialTimeout(network, address string, timeout time.Duration) (net.Conn, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	return t.DialContext(ctx, network, address)
+}
+
+func (t *trackingDialer) DialContext(ctx context.Context, network, address string) (net.Conn, error) {
+	c, err := t.d.DialContext(ctx, network, address)
+	if err != nil {
+		return nil, err
+	}
+	t.mu.Lock()
+	t.cur = c // the listener holds one connection at a time; an older one is gone
+	t.mu.Unlock()
+	return c, nil
+}
+
+func (t *trackingDialer) drop() {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if t.cur != nil {
+		_ = t.cur.Close()
+		t.cur = nil
 	}
 }
 
@@ -383,6 +459,9 @@ func (p *Postgres) Close() error {
 	var err error
 	p.closeOnce.Do(func() {
 		close(p.done)
+		// Drop the connection first: pq's Close waits for a Ping in flight, which on a
+		// silently dead connection would never be answered.
+		p.dialer.drop()
 		if cerr := p.listener.Close(); cerr != nil && !errors.Is(cerr, net.ErrClosed) {
 			err = cerr
 		}

@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	neturl "net/url"
 	"runtime"
 	"strconv"
 	"strings"
@@ -279,4 +280,40 @@ func TestPostgresCloseEndsGoroutines(t *testing.T) {
 		t.Fatalf("Publish after Close: %v, want ErrClosed", err)
 	}
 	goroutinesSettle(t, baseline)
+}
+
+func TestPostgresSilentlyDeadListenerIsReplaced(t *testing.T) {
+	url := serviceURL(t, "TEST_DATABASE_URL")
+	u, err := neturl.Parse(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := startProxy(t, u.Host)
+	u.Host = px.addr()
+	a, _ := newPG(t, u.String(), pubsub.PostgresOptions{
+		PingInterval: 100 * time.Millisecond, PingTimeout: 300 * time.Millisecond, MinReconnect: 50 * time.Millisecond,
+	})
+	b, _ := newPG(t, url, pubsub.PostgresOptions{})
+	topic := uniqueTopic(t)
+	in := newInbox()
+	defer a.Subscribe(topic, in.fn)()
+	reconnected := make(chan struct{}, 10)
+	defer a.OnReconnect(func() { reconnected <- struct{}{} })()
+
+	px.freeze() // the listener's socket stays open but nothing gets through
+	if err := b.Publish(context.Background(), topic, []byte("lost")); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-reconnected:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a silently dead listener connection was not replaced")
+	}
+	if err := b.Publish(context.Background(), topic, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	in.waitN(t, 1, time.Second)
+	if got := in.all()[0]; got != "after" {
+		t.Fatalf("got %q, want the message published after the reconnect", got)
+	}
 }

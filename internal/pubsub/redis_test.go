@@ -188,3 +188,36 @@ func TestRedisCloseEndsGoroutines(t *testing.T) {
 		t.Fatalf("Close closed the caller's client: %v", err)
 	}
 }
+
+func TestRedisSilentlyDeadConnectionIsReplaced(t *testing.T) {
+	opt, err := redis.ParseURL(serviceURL(t, "TEST_REDIS_URL"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	px := startProxy(t, opt.Addr)
+	opt.Addr = px.addr()
+	c := redis.NewClient(opt)
+	t.Cleanup(func() { _ = c.Close() })
+	a, err := pubsub.NewRedis(c, pubsub.RedisOptions{HealthCheck: 100 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = a.Close() })
+	b, _, _ := newRedisBus(t, pubsub.RedisOptions{})
+	topic := uniqueTopic(t)
+	in := newInbox()
+	defer a.Subscribe(topic, in.fn)()
+	reconnected := make(chan struct{}, 10)
+	defer a.OnReconnect(func() { reconnected <- struct{}{} })()
+
+	px.freeze()
+	select {
+	case <-reconnected:
+	case <-time.After(5 * time.Second):
+		t.Fatal("a silently dead subscription connection was not replaced")
+	}
+	if err := b.Publish(context.Background(), topic, []byte("after")); err != nil {
+		t.Fatal(err)
+	}
+	in.waitN(t, 1, time.Second)
+}
