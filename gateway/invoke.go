@@ -5,16 +5,12 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"time"
 
-	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/internal/apikey"
 	"github.com/gsvdev/agentregistry/internal/langflow"
-	"github.com/gsvdev/agentregistry/internal/ratelimit"
 )
 
 // format is the wire dialect of a route: the gateway's own, or Langflow's.
@@ -83,14 +79,33 @@ func (g *Gateway) requestID(r *http.Request) string {
 // run is the pipeline. The order is the contract: nothing is spent (rate budget, quota,
 // Langflow) for a caller that a cheaper check would have refused.
 func (c *call) run() *apiError {
-	g, ctx := c.g, c.r.Context()
+	if aerr := c.authenticate(); aerr != nil {
+		return aerr
+	}
+	if aerr := c.authorize(); aerr != nil {
+		return aerr
+	}
+	// The body is read now (not before the key was checked: strangers do not get to make
+	// us read 256 KiB) because the visitor limit needs its session id; its errors are
+	// reported after the limits and quota, in the contract's order.
+	in, bodyErr := c.parseBody()
+	if aerr := c.admit(in, bodyErr); aerr != nil {
+		return aerr
+	}
+	if bodyErr != nil {
+		return bodyErr
+	}
+	return c.execute(in)
+}
 
-	// 1. The key: signature, then the row (cached), then liveness.
+// authenticate verifies the key (signature, cached row, liveness) and its scope: a secret
+// key needs invoke, a publishable one widget:invoke.
+func (c *call) authenticate() *apiError {
 	key, kerr := extractKey(c.r)
 	if kerr != nil {
 		return unauthenticated(kerr)
 	}
-	rec, _, err := g.d.Verifier.Verify(ctx, key)
+	rec, _, err := c.g.d.Verifier.Verify(c.r.Context(), key)
 	if err != nil {
 		return verifyError(err)
 	}
@@ -99,8 +114,6 @@ func (c *call) run() *apiError {
 		c.requestID = idempotentRequestID(rec.ID, idem)
 		c.w.Header().Set("X-Request-Id", c.requestID)
 	}
-
-	// 2. Scope: a secret key needs invoke, a publishable one widget:invoke.
 	scope := apikey.ScopeInvoke
 	if rec.Kind == apikey.KindPublishable {
 		scope = apikey.ScopeWidgetInvoke
@@ -108,19 +121,22 @@ func (c *call) run() *apiError {
 	if !rec.Allows(scope) {
 		return forbidden(fmt.Sprintf("this key does not carry the %s scope", scope))
 	}
+	return nil
+}
 
-	// 3. The config the key was minted for.
+// authorize loads the key's config and checks where the call comes from: the compat
+// route's path must name the key's config, and publishable keys, which live in web pages,
+// may only be used from the config's origins.
+func (c *call) authorize() *apiError {
 	if aerr := c.resolve(); aerr != nil {
 		return aerr
 	}
 	t := c.target
 	allowOrigin(c.w.Header(), c.origin, t.AllowedOrigins)
-	if c.format == formatCompat && c.pathConfig != string(rec.ConfigID) {
+	if c.format == formatCompat && c.pathConfig != string(c.rec.ConfigID) {
 		return forbidden("this key does not belong to this flow")
 	}
-
-	// 4. Publishable keys live in web pages: only the config's origins may use them.
-	if rec.Kind == apikey.KindPublishable {
+	if c.rec.Kind == apikey.KindPublishable {
 		if c.origin == "" {
 			return forbidden("a publishable key may only be used from a browser on an allowed origin")
 		}
@@ -128,37 +144,31 @@ func (c *call) run() *apiError {
 			return forbidden("origin not allowed for this key")
 		}
 	}
+	return nil
+}
 
-	// The body is read now (not before the key was checked: strangers do not get to make
-	// us read 256 KiB) because the visitor limit needs its session id; its errors are
-	// reported after the limits and quota, in the contract's order.
-	in, bodyErr := c.parseBody()
-
-	// 5. Rate limits.
+// admit spends the rate budgets, then checks the subscription, the agent's runtime flow
+// and the monthly quota, all before Langflow is called.
+func (c *call) admit(in callInput, bodyErr *apiError) *apiError {
 	if aerr := c.limit(in, bodyErr); aerr != nil {
 		return aerr
 	}
-
-	// 6. The subscription, then the agent's runtime flow.
+	t := c.target
 	if !t.Active() {
 		return newError(http.StatusConflict, CodeSubscriptionInactive, "the subscription of this agent is not active", nil)
 	}
 	if t.RuntimeFlowID == "" {
 		return newError(http.StatusConflict, CodeAgentNotProvisioned, "the agent is not deployed yet", nil)
 	}
+	return c.quota()
+}
 
-	// 7. Monthly quota, before Langflow is called.
-	if aerr := c.quota(); aerr != nil {
-		return aerr
-	}
-
-	// 8. The body.
-	if bodyErr != nil {
-		return bodyErr
-	}
+// execute validates what is left of the request, calls Langflow, meters and answers.
+func (c *call) execute(in callInput) *apiError {
 	if idem := c.r.Header.Get("Idempotency-Key"); idem != "" && !validIdempotencyKey(idem) {
 		return badRequest("Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:-]")
 	}
+	t := c.target
 	tweaks, terr := buildTweaks(t, in.tweaks)
 	if terr != nil {
 		if terr.forbidden {
@@ -170,8 +180,6 @@ func (c *call) run() *apiError {
 	if c.input.session == "" {
 		c.input.session = rand.Text()
 	}
-
-	// 9. Langflow.
 	req := langflow.RunRequest{
 		InputValue: in.input,
 		InputType:  "chat",
@@ -182,11 +190,11 @@ func (c *call) run() *apiError {
 	if in.stream {
 		return c.runStream(req)
 	}
-	res, err := g.d.Runtime.Run(ctx, t.RuntimeFlowID, req)
+	res, err := c.g.d.Runtime.Run(c.r.Context(), t.RuntimeFlowID, req)
 	if err != nil {
 		return runtimeError(err)
 	}
-	// 10. Meter, then answer: a 2xx means the record is committed.
+	// A 2xx means the record is committed.
 	if aerr := c.recordSuccess(res); aerr != nil {
 		return aerr
 	}
@@ -235,138 +243,4 @@ func (c *call) parseBody() (callInput, *apiError) {
 	in, aerr := parseInvoke(raw, c.g.d.MaxInputBytes)
 	in.stream = in.stream || wantsStream(c.r)
 	return in, aerr
-}
-
-// rpm is a plan's requests per minute as a Limit; 0 is "no limit".
-func rpm(n int) ratelimit.Limit {
-	if n <= 0 {
-		return ratelimit.Limit{}
-	}
-	return ratelimit.PerMinute(n)
-}
-
-// limit spends one request of the key's, the tenant's and (publishable keys) the visitor's
-// budgets, all or none.
-func (c *call) limit(in callInput, bodyErr *apiError) *apiError {
-	t := c.target
-	checks := []ratelimit.Check{
-		{Key: "gw:key:" + string(c.rec.ID), Limit: rpm(t.Limits.RPMPerKey)},
-		{Key: "gw:tenant:" + string(t.TenantID), Limit: rpm(t.Limits.RPMPerTenant)},
-	}
-	if c.rec.Kind == apikey.KindPublishable {
-		// A widget visitor is its chat session; a caller without one (or with a body we
-		// could not read) is its address, so skipping session_id gains nothing.
-		visitor := "ip:" + clientIP(c.r)
-		if bodyErr == nil && in.session != "" {
-			visitor = "s:" + in.session
-		}
-		checks = append(checks, ratelimit.Check{Key: "gw:visitor:" + string(c.rec.ID) + ":" + visitor, Limit: c.g.d.VisitorLimit})
-	}
-	res, err := c.g.d.Limiter.AllowAll(c.r.Context(), checks...)
-	if err != nil {
-		return limiterError(err)
-	}
-	ratelimit.Headers(c.w.Header(), res)
-	if !res.Allowed {
-		return newError(http.StatusTooManyRequests, CodeRateLimited, "rate limit exceeded, retry later", nil)
-	}
-	return nil
-}
-
-// clientIP is the peer address. Forwarded headers are not trusted here: which proxy to
-// believe is the server's configuration, and a spoofed header would let a visitor pick
-// a fresh budget per call.
-func clientIP(r *http.Request) string {
-	host, _, err := net.SplitHostPort(r.RemoteAddr)
-	if err != nil {
-		return r.RemoteAddr
-	}
-	return host
-}
-
-// quota refuses a call once the plan's monthly requests or tokens are used up. Failed
-// calls count as requests (they are metered), tokens only as reported or estimated.
-func (c *call) quota() *apiError {
-	t := c.target
-	if t.Limits.RequestsPerMonth <= 0 && t.Limits.TokensPerMonth <= 0 {
-		return nil
-	}
-	requests, tokens, err := c.g.d.Quota.MonthToDate(c.r.Context(), t.TenantID, t.ConfigID)
-	if err != nil {
-		if errors.Is(err, context.Canceled) {
-			return canceled(err)
-		}
-		return unavailable("usage could not be checked, try again", err)
-	}
-	over := (t.Limits.RequestsPerMonth > 0 && requests >= t.Limits.RequestsPerMonth) ||
-		(t.Limits.TokensPerMonth > 0 && tokens >= t.Limits.TokensPerMonth)
-	if !over {
-		return nil
-	}
-	e := newError(http.StatusTooManyRequests, CodeQuotaExceeded, "the monthly quota of the plan is used up", nil)
-	e.retryAfter = untilNextMonth(c.g.d.Now())
-	return e
-}
-
-// untilNextMonth is the wait until quotas reset: the first instant of the next UTC month.
-func untilNextMonth(now time.Time) time.Duration {
-	now = now.UTC()
-	next := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC).AddDate(0, 1, 0)
-	return next.Sub(now)
-}
-
-// fail meters a failed call and answers it.
-func (c *call) fail(e *apiError) {
-	c.meterFailure(e)
-	c.logFailure(e)
-	if e.status == statusClientClosed {
-		return // nobody is listening
-	}
-	if c.sse != nil && c.sse.started {
-		c.sse.errorEvent(e)
-		return
-	}
-	c.writeError(e)
-}
-
-func (c *call) logFailure(e *apiError) {
-	level := slog.LevelInfo
-	if e.status >= 500 {
-		level = slog.LevelWarn
-	}
-	attrs := []slog.Attr{
-		slog.String("request_id", c.requestID),
-		slog.Int("status", e.status),
-		slog.String("code", e.code),
-	}
-	if c.verified {
-		attrs = append(attrs, slog.String("key_id", string(c.rec.ID)), slog.String("tenant_id", string(c.rec.TenantID)),
-			slog.String("config_id", string(c.rec.ConfigID)))
-	}
-	if e.cause != nil {
-		attrs = append(attrs, slog.String("reason", e.cause.Error()))
-	}
-	c.g.d.Logger.LogAttrs(c.r.Context(), level, "gateway: call refused or failed", attrs...)
-}
-
-// targetForMetering is the config a failed call is billed to. A call refused before its
-// config was loaded (wrong scope) still got past key verification, so it is metered too:
-// the config is loaded for that, from the cache as a rule.
-func (c *call) targetForMetering() *Target {
-	if c.target != nil || !c.verified {
-		return c.target
-	}
-	t, err := c.g.d.Resolver.Resolve(context.WithoutCancel(c.r.Context()), c.rec.ConfigID)
-	if err != nil || t.TenantID != c.rec.TenantID {
-		return nil
-	}
-	return &t
-}
-
-// configIDForLog is what a log line names when no target exists.
-func (c *call) configIDForLog() pulid.ID {
-	if c.target != nil {
-		return c.target.ConfigID
-	}
-	return c.rec.ConfigID
 }

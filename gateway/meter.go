@@ -5,6 +5,7 @@ import (
 	"log/slog"
 	"net/http"
 
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/internal/langflow"
 	"github.com/gsvdev/agentregistry/internal/usage"
 )
@@ -74,4 +75,26 @@ func (c *call) meterFailure(e *apiError) {
 		c.g.d.Logger.LogAttrs(c.r.Context(), slog.LevelError, "gateway: usage of a failed call not recorded",
 			slog.String("request_id", c.requestID), slog.String("code", e.code), slog.Any("error", err))
 	}
+}
+
+// targetForMetering is the config a failed call is billed to. A call refused before its
+// config was loaded (wrong scope) still got past key verification, so it is metered too:
+// the config is loaded for that, from the cache as a rule.
+func (c *call) targetForMetering() *Target {
+	if c.target != nil || !c.verified {
+		return c.target
+	}
+	t, err := c.g.d.Resolver.Resolve(context.WithoutCancel(c.r.Context()), c.rec.ConfigID)
+	if err != nil || t.TenantID != c.rec.TenantID {
+		return nil
+	}
+	return &t
+}
+
+// configIDForLog is what a log line names when no target exists.
+func (c *call) configIDForLog() pulid.ID {
+	if c.target != nil {
+		return c.target.ConfigID
+	}
+	return c.rec.ConfigID
 }

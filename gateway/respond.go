@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"encoding/json"
+	"log/slog"
 	"net/http"
 	"strconv"
 	"time"
@@ -76,4 +77,38 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	h.Set("X-Content-Type-Options", "nosniff")
 	w.WriteHeader(status)
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// fail meters a failed call and answers it.
+func (c *call) fail(e *apiError) {
+	c.meterFailure(e)
+	c.logFailure(e)
+	if e.status == statusClientClosed {
+		return // nobody is listening
+	}
+	if c.sse != nil && c.sse.started {
+		c.sse.errorEvent(e)
+		return
+	}
+	c.writeError(e)
+}
+
+func (c *call) logFailure(e *apiError) {
+	level := slog.LevelInfo
+	if e.status >= 500 {
+		level = slog.LevelWarn
+	}
+	attrs := []slog.Attr{
+		slog.String("request_id", c.requestID),
+		slog.Int("status", e.status),
+		slog.String("code", e.code),
+	}
+	if c.verified {
+		attrs = append(attrs, slog.String("key_id", string(c.rec.ID)), slog.String("tenant_id", string(c.rec.TenantID)),
+			slog.String("config_id", string(c.rec.ConfigID)))
+	}
+	if e.cause != nil {
+		attrs = append(attrs, slog.String("reason", e.cause.Error()))
+	}
+	c.g.d.Logger.LogAttrs(c.r.Context(), level, "gateway: call refused or failed", attrs...)
 }
