@@ -22,9 +22,6 @@ import (
 	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
-// WebsocketCloseForbidden is the close code when connection_init carries no valid token.
-const WebsocketCloseForbidden = 4403
-
 // Options configure the GraphQL server.
 type Options struct {
 	MaxComplexity int
@@ -36,6 +33,10 @@ type Options struct {
 	AllowedOrigins []string
 	// Authenticate turns a connection_init payload into a context with a Viewer.
 	Authenticate func(ctx context.Context, payload map[string]any) (context.Context, error)
+	// Websocket limits; zero values take the defaults (10s, 20, 10).
+	WSInitTimeout           time.Duration
+	MaxSubscriptionsPerConn int
+	MaxConnectionsPerUser   int
 	// ObserveOperation records an operation's outcome (metrics); may be nil.
 	ObserveOperation func(name, opType string, d time.Duration, failed bool)
 	Logger           *slog.Logger
@@ -48,12 +49,18 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	cfg.Directives.HasRole = hasRole
 	srv := handler.New(generated.NewExecutableSchema(cfg))
 
+	guard := newWSGuard(transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{
+		OriginPatterns: opts.AllowedOrigins,
+	}}, wsLimits{
+		InitTimeout:          orDefault(opts.WSInitTimeout, 10*time.Second),
+		MaxSubscriptions:     orDefault(opts.MaxSubscriptionsPerConn, 20),
+		MaxConnectionsPerSub: orDefault(opts.MaxConnectionsPerUser, 10),
+	})
 	srv.AddTransport(transport.Websocket{
-		Implementation: transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{
-			OriginPatterns: opts.AllowedOrigins,
-		}},
-		InitFunc:              wsInit(opts.Authenticate),
-		InitTimeout:           10 * time.Second,
+		Implementation: guard,
+		InitFunc:       wsInit(opts.Authenticate, guard),
+		CloseFunc:      wsClosed,
+		// The guard enforces the init timeout with the protocol's own close code (4408).
 		KeepAlivePingInterval: 15 * time.Second,
 	})
 	srv.AddTransport(transport.Options{})
@@ -75,7 +82,14 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	if opts.ObserveOperation != nil {
 		srv.AroundResponses(observe(opts.ObserveOperation))
 	}
-	return srv
+	return guard.Middleware(srv)
+}
+
+func orDefault[T int | time.Duration](v, def T) T {
+	if v <= 0 {
+		return def
+	}
+	return v
 }
 
 // requireViewer answers every root field except introspection with UNAUTHENTICATED when
@@ -108,17 +122,33 @@ func hasRole(ctx context.Context, _ any, next graphql.Resolver, role model.Role)
 	return next(ctx)
 }
 
-// wsInit authenticates a websocket in connection_init; failure closes with 4403.
-func wsInit(authenticate func(context.Context, map[string]any) (context.Context, error)) transport.WebsocketInitFunc {
+// wsInit authenticates a websocket in connection_init (failure closes with 4403), admits
+// it under the per-person connection cap (4429 when over) and arms the close at the
+// token's expiry: a subscription never outlives the credential that opened it.
+func wsInit(authenticate func(context.Context, map[string]any) (context.Context, error), guard *wsGuard) transport.WebsocketInitFunc {
 	return func(ctx context.Context, payload transport.InitPayload) (context.Context, *transport.InitPayload, error) {
 		if authenticate == nil {
-			return transport.WithWebsocketCloseCode(ctx, WebsocketCloseForbidden), nil, errors.New("forbidden")
+			return transport.WithWebsocketCloseCode(ctx, CloseForbidden), nil, errors.New("forbidden")
 		}
 		authed, err := authenticate(ctx, payload)
-		if err != nil || auth.FromContext(authed) == nil {
-			return transport.WithWebsocketCloseCode(ctx, WebsocketCloseForbidden), nil, errors.New("forbidden")
+		v := auth.FromContext(authed)
+		if err != nil || v == nil {
+			return transport.WithWebsocketCloseCode(ctx, CloseForbidden), nil, errors.New("forbidden")
 		}
-		return authed, nil, nil
+		release, err := guard.admit(ctx, v.Subject, v.Expiry)
+		if err != nil {
+			return transport.WithWebsocketCloseCode(ctx, CloseTooManyInits), nil, err
+		}
+		return context.WithValue(authed, releaseKey{}, release), nil, nil
+	}
+}
+
+type releaseKey struct{}
+
+// wsClosed gives back the connection's place under the per-person cap.
+func wsClosed(ctx context.Context, _ int) {
+	if release, ok := ctx.Value(releaseKey{}).(func()); ok {
+		release()
 	}
 }
 

@@ -1,0 +1,182 @@
+package graph_test
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/gsvdev/agentregistry/graph"
+	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/auth/authtest"
+	"github.com/gsvdev/agentregistry/internal/database"
+)
+
+// wsDial opens a graphql-transport-ws connection to the harness.
+func wsDial(t *testing.T, h *harness) *websocket.Conn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	url := "ws" + strings.TrimPrefix(h.srv.URL, "http") + "/"
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
+	if err != nil {
+		t.Fatalf("dial: %v", err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+func wsSend(t *testing.T, c *websocket.Conn, msg any) {
+	t.Helper()
+	b, _ := json.Marshal(msg)
+	if err := c.Write(context.Background(), websocket.MessageText, b); err != nil {
+		t.Fatalf("write: %v", err)
+	}
+}
+
+// wsCloseCode reads until the server closes and returns its close code.
+func wsCloseCode(t *testing.T, c *websocket.Conn, within time.Duration) websocket.StatusCode {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), within)
+	defer cancel()
+	for {
+		_, _, err := c.Read(ctx)
+		if err == nil {
+			continue
+		}
+		var ce websocket.CloseError
+		if errors.As(err, &ce) {
+			return ce.Code
+		}
+		t.Fatalf("connection ended without a close frame: %v", err)
+	}
+}
+
+// wsInit sends connection_init and waits for the ack.
+func wsInit(t *testing.T, c *websocket.Conn, token string) {
+	t.Helper()
+	wsSend(t, c, map[string]any{"type": "connection_init", "payload": map[string]any{"Authorization": "Bearer " + token}})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("waiting for ack: %v", err)
+		}
+		if strings.Contains(string(b), `"connection_ack"`) {
+			return
+		}
+	}
+}
+
+// Each close code of the graphql-transport-ws protocol is produced by the situation it
+// names (4409 and the per-connection subscription cap are covered with usageStats).
+func TestWebsocketCloseCodes(t *testing.T) {
+	short := func(o *graph.Options) {
+		o.WSInitTimeout = 300 * time.Millisecond
+		o.MaxConnectionsPerUser = 2
+	}
+	h := newHarness(t, database.DriverSQLite, short)
+	good := h.token("ws-user", auth.RoleCustomer)
+
+	cases := []struct {
+		name string
+		run  func(t *testing.T) websocket.StatusCode
+		want websocket.StatusCode
+	}{
+		{"4403 bad token in connection_init", func(t *testing.T) websocket.StatusCode {
+			c := wsDial(t, h)
+			wsSend(t, c, map[string]any{"type": "connection_init", "payload": map[string]any{"Authorization": "Bearer garbage"}})
+			return wsCloseCode(t, c, 5*time.Second)
+		}, graph.CloseForbidden},
+		{"4403 no token at all", func(t *testing.T) websocket.StatusCode {
+			c := wsDial(t, h)
+			wsSend(t, c, map[string]any{"type": "connection_init"})
+			return wsCloseCode(t, c, 5*time.Second)
+		}, graph.CloseForbidden},
+		{"4408 no connection_init in time", func(t *testing.T) websocket.StatusCode {
+			return wsCloseCode(t, wsDial(t, h), 5*time.Second)
+		}, graph.CloseInitTimeout},
+		{"4429 a second connection_init", func(t *testing.T) websocket.StatusCode {
+			c := wsDial(t, h)
+			wsInit(t, c, good)
+			wsSend(t, c, map[string]any{"type": "connection_init"})
+			return wsCloseCode(t, c, 5*time.Second)
+		}, graph.CloseTooManyInits},
+		{"4401 subscribe before the ack", func(t *testing.T) websocket.StatusCode {
+			c := wsDial(t, h)
+			wsSend(t, c, map[string]any{"type": "subscribe", "id": "1", "payload": map[string]any{"query": "{ viewer { subject } }"}})
+			return wsCloseCode(t, c, 5*time.Second)
+		}, graph.CloseUnauthorized},
+		{"4400 not JSON", func(t *testing.T) websocket.StatusCode {
+			c := wsDial(t, h)
+			wsInit(t, c, good)
+			if err := c.Write(context.Background(), websocket.MessageText, []byte("{nope")); err != nil {
+				t.Fatal(err)
+			}
+			return wsCloseCode(t, c, 5*time.Second)
+		}, graph.CloseBadRequest},
+		{"4400 unknown message type", func(t *testing.T) websocket.StatusCode {
+			c := wsDial(t, h)
+			wsInit(t, c, good)
+			wsSend(t, c, map[string]any{"type": "start", "id": "1"})
+			return wsCloseCode(t, c, 5*time.Second)
+		}, graph.CloseBadRequest},
+		{"4403 when the token expires", func(t *testing.T) websocket.StatusCode {
+			c := wsDial(t, h)
+			claims := authtest.NewClaims().Subject("short-lived").RealmRoles(string(auth.RoleCustomer)).
+				Set("exp", time.Now().Add(1500*time.Millisecond).Unix())
+			wsInit(t, c, h.issuer.Token(t, claims.Map()))
+			start := time.Now()
+			code := wsCloseCode(t, c, 5*time.Second)
+			if time.Since(start) < 200*time.Millisecond {
+				t.Errorf("closed after %v, before the token expired", time.Since(start))
+			}
+			return code
+		}, graph.CloseForbidden},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			if got := c.run(t); got != c.want {
+				t.Fatalf("close code %d, want %d", got, c.want)
+			}
+		})
+	}
+}
+
+// One person may hold a bounded number of connections; closing one frees its place.
+func TestWebsocketConnectionsPerUser(t *testing.T) {
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) { o.MaxConnectionsPerUser = 2 })
+	tok := h.token("busy-user", auth.RoleCustomer)
+	a, b := wsDial(t, h), wsDial(t, h)
+	wsInit(t, a, tok)
+	wsInit(t, b, tok)
+	third := wsDial(t, h)
+	wsSend(t, third, map[string]any{"type": "connection_init", "payload": map[string]any{"Authorization": "Bearer " + tok}})
+	if got := wsCloseCode(t, third, 5*time.Second); got != graph.CloseTooManyInits {
+		t.Fatalf("third connection closed with %d, want %d", got, graph.CloseTooManyInits)
+	}
+	// Someone else is not affected.
+	wsInit(t, wsDial(t, h), h.token("other-user", auth.RoleCustomer))
+	// Closing one frees a place.
+	a.Close(websocket.StatusNormalClosure, "")
+	deadline := time.Now().Add(3 * time.Second)
+	for {
+		c := wsDial(t, h)
+		wsSend(t, c, map[string]any{"type": "connection_init", "payload": map[string]any{"Authorization": "Bearer " + tok}})
+		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+		_, msg, err := c.Read(ctx)
+		cancel()
+		if err == nil && strings.Contains(string(msg), "connection_ack") {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no place freed after closing a connection: %v %s", err, msg)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

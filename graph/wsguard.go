@@ -1,0 +1,323 @@
+package graph
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"sync"
+	"time"
+
+	"github.com/99designs/gqlgen/graphql/handler/transport"
+)
+
+// Close codes of the graphql-transport-ws protocol (github.com/enisdenjo/graphql-ws,
+// PROTOCOL.md). gqlgen's transport closes most protocol faults with 1002 instead, so the
+// guard below enforces these before messages reach it.
+const (
+	CloseBadRequest       = 4400
+	CloseUnauthorized     = 4401
+	CloseForbidden        = 4403
+	CloseInitTimeout      = 4408
+	CloseSubscriberExists = 4409
+	CloseTooManyInits     = 4429
+)
+
+const transportWS = "graphql-transport-ws"
+
+// wsLimits bound what one connection and one person may hold open.
+type wsLimits struct {
+	InitTimeout          time.Duration
+	MaxSubscriptions     int // per connection
+	MaxConnectionsPerSub int // per authenticated subject, across its connections on this replica
+}
+
+// wsGuard is a transport.WebsocketImplementation that wraps each accepted connection in
+// a protocolConn. It also counts connections per subject.
+type wsGuard struct {
+	inner  transport.WebsocketImplementation
+	limits wsLimits
+
+	mu    sync.Mutex
+	conns map[string]int // subject -> open authenticated connections
+}
+
+func newWSGuard(inner transport.WebsocketImplementation, limits wsLimits) *wsGuard {
+	return &wsGuard{inner: inner, limits: limits, conns: map[string]int{}}
+}
+
+type guardSlotKey struct{}
+
+// slot carries the accepted connection from Accept to InitFunc: both see the request's
+// context (InitFunc through the transport), and this is the only way to reach the
+// connection from there.
+type guardSlot struct{ conn *protocolConn }
+
+// Middleware puts a slot in each websocket request's context; it wraps the handler.
+func (g *wsGuard) Middleware(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), guardSlotKey{}, &guardSlot{})))
+	})
+}
+
+// Accept implements transport.WebsocketImplementation.
+func (g *wsGuard) Accept(w http.ResponseWriter, r *http.Request, opts transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
+	conn, err := g.inner.Accept(w, r, opts)
+	if err != nil {
+		return nil, err
+	}
+	pc := &protocolConn{WebsocketConn: conn, limits: g.limits, active: map[string]bool{}}
+	if slot, ok := r.Context().Value(guardSlotKey{}).(*guardSlot); ok {
+		slot.conn = pc
+	}
+	if conn.Subprotocol() == transportWS && g.limits.InitTimeout > 0 {
+		pc.initTimer = time.AfterFunc(g.limits.InitTimeout, func() {
+			if !pc.initReceived() {
+				pc.closeWith(CloseInitTimeout, "Connection initialisation timeout")
+			}
+		})
+	}
+	return pc, nil
+}
+
+// admit is called by InitFunc once the viewer is known: it enforces the per-subject
+// connection cap, arms the token-expiry close, and returns a release for CloseFunc.
+func (g *wsGuard) admit(ctx context.Context, subject string, expiry time.Time) (func(), error) {
+	g.mu.Lock()
+	if g.limits.MaxConnectionsPerSub > 0 && g.conns[subject] >= g.limits.MaxConnectionsPerSub {
+		g.mu.Unlock()
+		return nil, errTooManyConnections
+	}
+	g.conns[subject]++
+	g.mu.Unlock()
+	var once sync.Once
+	release := func() {
+		once.Do(func() {
+			g.mu.Lock()
+			if g.conns[subject]--; g.conns[subject] <= 0 {
+				delete(g.conns, subject)
+			}
+			g.mu.Unlock()
+		})
+	}
+	if slot, ok := ctx.Value(guardSlotKey{}).(*guardSlot); ok && slot.conn != nil && !expiry.IsZero() {
+		slot.conn.expireAt(expiry)
+	}
+	return release, nil
+}
+
+var errTooManyConnections = errors.New("too many connections")
+
+// protocolConn checks graphql-transport-ws messages before gqlgen reads them.
+type protocolConn struct {
+	transport.WebsocketConn
+	limits wsLimits
+
+	mu          sync.Mutex
+	inits       int
+	acked       bool
+	active      map[string]bool
+	closed      bool
+	initTimer   *time.Timer
+	expiryTimer *time.Timer
+}
+
+type wsMessage struct {
+	Type    string          `json:"type"`
+	ID      string          `json:"id,omitempty"`
+	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+func (c *protocolConn) initReceived() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.inits > 0
+}
+
+// closeWith sends the close code and stops the connection; later reads report a closed
+// connection, so gqlgen winds down without writing another close frame of its own.
+func (c *protocolConn) closeWith(code int, reason string) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return
+	}
+	c.closed = true
+	c.mu.Unlock()
+	_ = c.WebsocketConn.WriteClose(code, reason)
+}
+
+func (c *protocolConn) expireAt(t time.Time) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.expiryTimer != nil {
+		c.expiryTimer.Stop()
+	}
+	c.expiryTimer = time.AfterFunc(time.Until(t), func() { c.closeWith(CloseForbidden, "Token expired") })
+}
+
+// NextReader implements transport.WebsocketConn: it returns the next message that passes
+// the protocol checks, answering the ones it handles itself.
+func (c *protocolConn) NextReader() (int, io.Reader, error) {
+	for {
+		typ, r, err := c.WebsocketConn.NextReader()
+		if err != nil {
+			return typ, r, err
+		}
+		if c.Subprotocol() != transportWS {
+			return typ, r, nil
+		}
+		data, err := io.ReadAll(r)
+		if err != nil {
+			return typ, nil, err
+		}
+		pass, err := c.check(data)
+		if err != nil {
+			return typ, nil, err
+		}
+		if pass {
+			return typ, bytes.NewReader(data), nil
+		}
+	}
+}
+
+// check applies the protocol rules to one incoming message. It reports whether the
+// message goes on to gqlgen, or an error after closing the connection.
+func (c *protocolConn) check(data []byte) (bool, error) {
+	var m wsMessage
+	if err := json.Unmarshal(data, &m); err != nil || m.Type == "" {
+		c.closeWith(CloseBadRequest, "Invalid message received")
+		return false, transport.ErrWebsocketClosed
+	}
+	v := c.decide(m)
+	switch {
+	case v.code != 0:
+		c.closeWith(v.code, v.reason)
+		return false, transport.ErrWebsocketClosed
+	case v.refuse != "":
+		go c.refuse(m.ID, v.refuse)
+		return false, nil
+	}
+	return true, nil
+}
+
+// verdict is what to do with a message: close with code, refuse the operation, or pass.
+type verdict struct {
+	code   int
+	reason string
+	refuse string
+}
+
+// decide updates the connection's protocol state for m under the lock.
+func (c *protocolConn) decide(m wsMessage) verdict {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return verdict{code: CloseBadRequest, reason: "closed"}
+	}
+	switch m.Type {
+	case "connection_init":
+		c.inits++
+		if c.inits > 1 {
+			return verdict{code: CloseTooManyInits, reason: "Too many initialisation requests"}
+		}
+		if c.initTimer != nil {
+			c.initTimer.Stop()
+		}
+	case "subscribe":
+		switch {
+		case !c.acked:
+			return verdict{code: CloseUnauthorized, reason: "Unauthorized"}
+		case m.ID == "":
+			return verdict{code: CloseBadRequest, reason: "Subscribe message without id"}
+		case c.active[m.ID]:
+			return verdict{code: CloseSubscriberExists, reason: "Subscriber for " + m.ID + " already exists"}
+		case c.limits.MaxSubscriptions > 0 && len(c.active) >= c.limits.MaxSubscriptions:
+			// Refuse this operation, keep the connection: the client did nothing illegal.
+			return verdict{refuse: fmt.Sprintf("at most %d subscriptions per connection", c.limits.MaxSubscriptions)}
+		}
+		c.active[m.ID] = true
+	case "complete":
+		delete(c.active, m.ID)
+	case "ping", "pong":
+	default:
+		return verdict{code: CloseBadRequest, reason: "Invalid message type " + m.Type}
+	}
+	return verdict{}
+}
+
+// refuse answers a subscribe with an error and completes it.
+func (c *protocolConn) refuse(id, msg string) {
+	payload, _ := json.Marshal([]map[string]any{{"message": msg, "extensions": map[string]any{"code": CodeRateLimited}}})
+	_ = c.WriteJSON(wsMessage{Type: "error", ID: id, Payload: payload})
+}
+
+// WriteJSON implements transport.WebsocketConn: it watches the server's own messages to
+// learn when the connection is acknowledged and when operations complete.
+func (c *protocolConn) WriteJSON(v any) error {
+	if c.Subprotocol() == transportWS {
+		if b, err := json.Marshal(v); err == nil {
+			var m wsMessage
+			if json.Unmarshal(b, &m) == nil {
+				c.mu.Lock()
+				switch m.Type {
+				case "connection_ack":
+					c.acked = true
+				case "complete", "error":
+					delete(c.active, m.ID)
+				}
+				c.mu.Unlock()
+			}
+		}
+	}
+	return c.WebsocketConn.WriteJSON(v)
+}
+
+// WriteClose implements transport.WebsocketConn: once the guard closed with its own code,
+// gqlgen's closing frame is not sent again.
+func (c *protocolConn) WriteClose(code int, reason string) error {
+	c.mu.Lock()
+	already := c.closed
+	c.closed = true
+	c.mu.Unlock()
+	c.stopTimers()
+	if already {
+		return nil
+	}
+	return c.WebsocketConn.WriteClose(code, reason)
+}
+
+// Close implements io.Closer.
+func (c *protocolConn) Close() error {
+	c.stopTimers()
+	return c.WebsocketConn.Close()
+}
+
+func (c *protocolConn) stopTimers() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.initTimer != nil {
+		c.initTimer.Stop()
+	}
+	if c.expiryTimer != nil {
+		c.expiryTimer.Stop()
+	}
+}
+
+// SetReadLimit passes through to the wrapped connection when it supports it.
+func (c *protocolConn) SetReadLimit(limit int64) {
+	if l, ok := c.WebsocketConn.(transport.WebsocketReadLimiter); ok {
+		l.SetReadLimit(limit)
+	}
+}
+
+// SetReadDeadline passes through to the wrapped connection when it supports it.
+func (c *protocolConn) SetReadDeadline(t time.Time) error {
+	if d, ok := c.WebsocketConn.(transport.WebsocketReadDeadliner); ok {
+		return d.SetReadDeadline(t)
+	}
+	return nil
+}
