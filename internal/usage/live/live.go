@@ -1,0 +1,659 @@
+// Package live keeps running usage statistics for the usageStats subscription and fans
+// them out to subscribers.
+//
+// The flow: the usage Recorder's OnCommit hands each committed batch to Hub.Publish,
+// which sends it to the bus (pubsub) asynchronously. Every replica's Hub subscribes to
+// the bus topic and ingests every event exactly once, its own included (the cross-replica
+// buses deliver a replica's own messages back through the backend, never directly), so
+// a call answered by replica A shows up on a subscription held by replica B.
+//
+// Subscribers are grouped by filter. An event is matched against the groups through an
+// index on each filter dimension and updates each matching group's running state once,
+// however many subscribers the group has. One ticker goroutine sends the dirty groups'
+// state to their subscribers every Interval, so a subscriber gets at most one message
+// per Interval whatever the event rate. Sends never block: a subscriber that has not
+// read its previous message has it replaced by the latest one, marked Resynced.
+//
+// The state is derived from messages that may be lost (a replica disconnected from the
+// bus, a full queue), so it is re-read from the database whenever a loss is possible:
+// on the bus's OnReconnect, when the bus reports dropped messages, and when a replica
+// could not publish (it then publishes a resync request to every replica).
+package live
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/gsvdev/agentregistry/ent"
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/internal/pubsub"
+	"github.com/gsvdev/agentregistry/internal/usage"
+)
+
+// ErrClosed is returned by Subscribe once Close has begun.
+var ErrClosed = errors.New("live: hub closed")
+
+// DefaultTopic is the bus topic usage events travel on.
+const DefaultTopic = "usage.live"
+
+// Filter selects the calls a subscription follows. Empty ids match anything, so the zero
+// Filter follows every call (the platform admin's view).
+//
+// Subscribe trusts its filter: it does not know who is asking. The caller (the GraphQL
+// resolver) must check the filter against the viewer before subscribing: a buyer only
+// with its own TenantID, a provider only with its own ProviderTenantID, everything empty
+// only for a platform admin.
+type Filter struct {
+	TenantID         pulid.ID // the buyer
+	ProviderTenantID pulid.ID // the seller: a provider watching all buyers of its agents
+	ConfigID         pulid.ID
+	AgentID          pulid.ID
+	KeyID            pulid.ID
+	// PeriodStart starts the billing period that Stats.Period covers. It is truncated to
+	// its UTC day because the rollups are daily. Zero means the current UTC calendar
+	// month, which rolls over at each month's start; a given start never rolls over (the
+	// caller subscribes again when the period changes).
+	PeriodStart time.Time
+}
+
+// Totals are counts over a span of days.
+type Totals struct {
+	Requests     int64
+	Errors       int64 // calls answered with status >= 400
+	InputTokens  int64
+	OutputTokens int64
+}
+
+// Minute describes the calls started in the last 60 seconds.
+type Minute struct {
+	Requests int64
+	// P50Ms and P95Ms are latency percentiles (linear interpolation between ranks) over
+	// the latest calls of the minute: at most MaxMinuteSamples of them, so that a busy
+	// filter costs bounded memory. 0 when there was no call.
+	P50Ms, P95Ms float64
+}
+
+// Call is one recent gateway call.
+type Call struct {
+	RequestID    string
+	Status       int
+	InputTokens  int64
+	OutputTokens int64
+	ElapsedMS    int64
+	At           time.Time // when the call started (UTC)
+	ErrorCode    string
+}
+
+// Stats is one message of a subscription: the whole current state, never a delta, so
+// that a message that was skipped loses nothing.
+type Stats struct {
+	Day         Totals    // the current UTC day
+	DayStart    time.Time // 00:00 UTC of that day
+	Period      Totals    // the billing period (Filter.PeriodStart), today included
+	PeriodStart time.Time
+	LastMinute  Minute
+	// Recent are the latest calls, newest (by start time) first. The slice is shared by
+	// every subscriber of the filter: read it, do not modify it.
+	Recent []Call
+	AsOf   time.Time
+	// Resynced is set when this message does not follow from the previous one: the
+	// state was re-read from the database (the bus reconnected, messages were lost) or
+	// the subscriber was too slow and earlier messages were dropped for this one.
+	Resynced bool
+}
+
+// Options tune a Hub. Zero values take the defaults.
+type Options struct {
+	// Interval is the shortest time between two messages to a subscriber; events in
+	// between are coalesced. Default 500ms.
+	Interval time.Duration
+	// BufferPerSubscriber is the capacity of each subscription's channel. Default 1:
+	// the latest state is all a dashboard needs.
+	BufferPerSubscriber int
+	// RecentCalls caps Stats.Recent. Default 20.
+	RecentCalls int
+	// Topic is the bus topic. Default DefaultTopic. Every replica must use the same.
+	Topic string
+	// Logger receives lost messages and failed loads. Default slog.Default().
+	Logger *slog.Logger
+	// Now is the clock. Default time.Now.
+	Now func() time.Time
+	// LoadTimeout bounds reading one filter's state from the database. Default 10s.
+	LoadTimeout time.Duration
+	// MaxPublishQueue bounds the events waiting to be published. When the bus cannot
+	// keep up, further events are dropped (and every replica told to resync) rather than
+	// blocking the recorder or growing memory. Default 65536.
+	MaxPublishQueue int
+}
+
+// Internal bounds. They are constants rather than options because they size memory
+// per group and nothing outside needs to tune them.
+const (
+	// MaxMinuteSamples caps the latencies a group keeps for the last minute's p50/p95.
+	MaxMinuteSamples = 512
+	// maxPending bounds the events a group buffers while its state is being loaded;
+	// beyond it the group is loaded again instead.
+	maxPending = 4096
+	// seenTTL is how long the request ids read with a group's state are remembered to
+	// skip their events if they still arrive on the bus: longer than any plausible bus
+	// delay between a commit and its delivery.
+	seenTTL = 30 * time.Second
+	// loadConcurrency bounds the database loads of a mass reload (after a reconnect,
+	// every group reloads at once).
+	loadConcurrency = 4
+	// publishTimeout bounds one bus publish.
+	publishTimeout = 5 * time.Second
+	// maxPayload keeps each bus payload under PostgreSQL's NOTIFY limit (8000 bytes)
+	// with room for the bus's own encoding tag.
+	maxPayload = 7500
+)
+
+// Hub ingests usage events from the bus and serves subscriptions. It is safe for
+// concurrent use.
+type Hub struct {
+	client *ent.Client
+	bus    pubsub.Bus
+	opts   Options
+	log    *slog.Logger
+	now    func() time.Time
+
+	// ctx bounds database loads and bus publishes; Close cancels it.
+	ctx    context.Context
+	cancel context.CancelFunc
+	done   chan struct{} // closed by Close: stops the ticker and the reloader
+	wg     sync.WaitGroup
+
+	unsubscribeBus func()
+	unreconnect    func()
+	dropped        func() uint64 // the bus's drop counter, when it has one
+
+	pub        publisher
+	reloadKick chan struct{} // capacity 1
+
+	dialectMu sync.Mutex
+	dialect   string
+
+	mu          sync.Mutex
+	closed      bool
+	groups      map[groupKey]*group
+	idx         index
+	subscribers int
+	lastDropped uint64
+	matched     []*group // scratch for ingest
+	scratch     []int64  // scratch for percentiles
+}
+
+// NewHub starts a hub reading the database through client and exchanging events on bus.
+// It subscribes to the bus before returning. Close stops it; it does not close the bus.
+func NewHub(client *ent.Client, bus pubsub.Bus, opts Options) *Hub {
+	if client == nil || bus == nil {
+		panic("live: NewHub needs a client and a bus")
+	}
+	if opts.Interval <= 0 {
+		opts.Interval = 500 * time.Millisecond
+	}
+	if opts.BufferPerSubscriber <= 0 {
+		opts.BufferPerSubscriber = 1
+	}
+	if opts.RecentCalls <= 0 {
+		opts.RecentCalls = 20
+	}
+	if opts.Topic == "" {
+		opts.Topic = DefaultTopic
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	if opts.LoadTimeout <= 0 {
+		opts.LoadTimeout = 10 * time.Second
+	}
+	if opts.MaxPublishQueue <= 0 {
+		opts.MaxPublishQueue = 65536
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := &Hub{
+		client:     client,
+		bus:        bus,
+		opts:       opts,
+		log:        opts.Logger,
+		now:        opts.Now,
+		ctx:        ctx,
+		cancel:     cancel,
+		done:       make(chan struct{}),
+		reloadKick: make(chan struct{}, 1),
+		groups:     make(map[groupKey]*group),
+		idx:        newIndex(),
+	}
+	h.pub.init(h)
+	if d, ok := bus.(interface{ Dropped() uint64 }); ok {
+		h.dropped = d.Dropped
+		h.lastDropped = d.Dropped()
+	}
+	h.unreconnect = bus.OnReconnect(func() {
+		h.log.Info("live: bus reconnected; reloading usage stats from the database")
+		h.requestReload()
+	})
+	h.unsubscribeBus = bus.Subscribe(opts.Topic, h.ingest)
+	h.wg.Add(3)
+	go h.ticker()
+	go h.reloader()
+	go h.pub.run()
+	return h
+}
+
+// Publish hands committed events to every replica's hub, this one included. It never
+// blocks: the events are queued and sent by a goroutine of the hub. It is meant to be
+// the usage Recorder's OnCommit (which passes events it no longer uses; Publish keeps the
+// slice). Events published after Close are dropped.
+func (h *Hub) Publish(events []usage.Event) { h.pub.enqueue(events) }
+
+// Subscribe follows the usage matching f. The first message, already in the channel
+// when Subscribe returns, is the current state read from the database (shared with the
+// other subscribers of the same filter); later messages follow at most once per Interval
+// when something changed. When ctx ends (or the hub closes) the channel is closed.
+//
+// Subscribe does not authorize: check f against the viewer first (see Filter).
+func (h *Hub) Subscribe(ctx context.Context, f Filter) (<-chan Stats, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	k := f.key()
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil, ErrClosed
+	}
+	g := h.groups[k]
+	if g == nil {
+		g = newGroup(k)
+		h.groups[k] = g
+		h.idx.add(g)
+		// The load runs on its own goroutine so that it serves every subscriber waiting
+		// for this group, not just the first, whose context may end before the others'.
+		h.wg.Add(1)
+		go h.firstLoad(g)
+	}
+	g.refs++ // keeps the group alive while we wait for its load
+	h.mu.Unlock()
+
+	select {
+	case <-g.ready:
+	case <-ctx.Done():
+		h.mu.Lock()
+		h.release(g)
+		h.mu.Unlock()
+		return nil, ctx.Err()
+	}
+
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case h.closed:
+		return nil, ErrClosed
+	case g.err != nil:
+		h.release(g)
+		return nil, g.err
+	}
+	s := &subscriber{g: g, ch: make(chan Stats, h.opts.BufferPerSubscriber)}
+	g.subs[s] = struct{}{}
+	h.subscribers++
+	s.ch <- g.stats(h.now(), &h.scratch) // a fresh channel has room
+	// AfterFunc starts no goroutine until ctx ends, which is what lets one process hold
+	// tens of thousands of subscriptions.
+	s.stop = context.AfterFunc(ctx, func() { h.unsubscribe(s) })
+	return s.ch, nil
+}
+
+// Groups returns the number of distinct filters being followed: the hub's unit of work
+// and memory. Exported for tests and metrics.
+func (h *Hub) Groups() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return len(h.groups)
+}
+
+// Subscribers returns the number of open subscriptions.
+func (h *Hub) Subscribers() int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.subscribers
+}
+
+// PublishDropped returns how many events Publish dropped because the bus could not
+// keep up or failed.
+func (h *Hub) PublishDropped() uint64 { return h.pub.droppedEvents.Load() }
+
+// Close closes every subscription, stops the hub's goroutines and waits for them. Events
+// already handed to Publish are sent first, for at most a few seconds. Close does not
+// close the bus or the client. It may be called more than once.
+func (h *Hub) Close() error {
+	h.mu.Lock()
+	if h.closed {
+		h.mu.Unlock()
+		return nil
+	}
+	h.closed = true
+	for _, g := range h.groups {
+		for s := range g.subs {
+			s.stop()
+			s.closed = true
+			close(s.ch)
+		}
+		g.subs = nil
+		g.freed = true
+	}
+	h.groups = nil
+	h.idx = newIndex()
+	h.subscribers = 0
+	h.mu.Unlock()
+
+	h.unsubscribeBus()
+	h.unreconnect()
+	close(h.done)
+	// The publisher flushes with its own deadline; loads in flight are abandoned.
+	h.pub.close()
+	h.cancel()
+	h.wg.Wait()
+	return nil
+}
+
+// subscriber is one subscription. Its fields are guarded by Hub.mu.
+type subscriber struct {
+	g      *group
+	ch     chan Stats
+	stop   func() bool // stops the context.AfterFunc
+	closed bool
+}
+
+// deliver sends st without blocking. Only the hub sends, and always under Hub.mu, so
+// after making room the send cannot fail.
+func (s *subscriber) deliver(st Stats) {
+	select {
+	case s.ch <- st:
+		return
+	default:
+	}
+	// The subscriber has not read what it was sent: drop the oldest message, which the
+	// new one supersedes (messages are whole states), and say so.
+	select {
+	case <-s.ch:
+	default:
+	}
+	st.Resynced = true
+	select {
+	case s.ch <- st:
+	default:
+	}
+}
+
+func (h *Hub) unsubscribe(s *subscriber) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if s.closed {
+		return
+	}
+	s.closed = true
+	close(s.ch)
+	delete(s.g.subs, s)
+	h.subscribers--
+	h.release(s.g)
+}
+
+// release drops one reference to g and frees it with the last. Hub.mu must be held.
+func (h *Hub) release(g *group) {
+	g.refs--
+	if g.refs <= 0 && !g.freed {
+		h.free(g)
+	}
+}
+
+// free forgets g: it stops matching events, and a load in flight for it is discarded.
+func (h *Hub) free(g *group) {
+	g.freed = true
+	if h.groups[g.key] == g {
+		delete(h.groups, g.key)
+	}
+	h.idx.remove(g)
+	g.pending = nil
+	g.seen = nil
+}
+
+// firstLoad reads a new group's state and releases the subscribers waiting for it.
+func (h *Hub) firstLoad(g *group) {
+	defer h.wg.Done()
+	st, seen, err := h.load(g.key)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	defer close(g.ready)
+	if err != nil {
+		g.err = err
+		if !g.freed {
+			// Forgotten so that the next Subscribe tries again.
+			h.free(g)
+		}
+		return
+	}
+	if !g.freed {
+		h.install(g, st, seen, false)
+	}
+}
+
+// install makes a freshly loaded state g's, then applies the events that arrived during
+// the load, minus those the load already counted. Hub.mu must be held.
+func (h *Hub) install(g *group, st state, seen map[string]struct{}, resynced bool) {
+	g.st = st
+	g.seen = seen
+	g.seenUntil = h.now().Add(seenTTL)
+	g.loading = false
+	g.loaded = true
+	pending, overflow := g.pending, g.pendingOverflow
+	g.pending, g.pendingOverflow = nil, false
+	today := dayOf(h.now())
+	for i := range pending {
+		g.apply(&pending[i], today, h.now(), h.opts.RecentCalls)
+	}
+	g.dirty = true
+	g.resynced = g.resynced || resynced
+	if overflow {
+		g.needReload = true
+	}
+	if g.needReload {
+		h.kickReload()
+	}
+}
+
+// requestReload marks every group for reloading from the database.
+func (h *Hub) requestReload() {
+	h.mu.Lock()
+	for _, g := range h.groups {
+		g.needReload = true
+	}
+	h.mu.Unlock()
+	h.kickReload()
+}
+
+func (h *Hub) kickReload() {
+	select {
+	case h.reloadKick <- struct{}{}:
+	default:
+	}
+}
+
+// reloader reloads the groups marked for it, retrying failed loads every second.
+func (h *Hub) reloader() {
+	defer h.wg.Done()
+	var retry <-chan time.Time
+	for {
+		select {
+		case <-h.reloadKick:
+		case <-retry:
+		case <-h.done:
+			return
+		}
+		retry = nil
+		if !h.reloadMarked() {
+			retry = time.After(time.Second)
+		}
+	}
+}
+
+// reloadMarked reloads the marked groups and reports whether every load succeeded.
+func (h *Hub) reloadMarked() bool {
+	h.mu.Lock()
+	var todo []*group
+	for _, g := range h.groups {
+		if g.needReload && g.loaded && !g.loading {
+			g.needReload = false
+			g.loading = true // events now wait in g.pending
+			todo = append(todo, g)
+		}
+	}
+	h.mu.Unlock()
+	if len(todo) == 0 {
+		return true
+	}
+	var (
+		wg     sync.WaitGroup
+		sem    = make(chan struct{}, loadConcurrency)
+		failMu sync.Mutex
+		failed int
+	)
+	for _, g := range todo {
+		sem <- struct{}{}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer func() { <-sem }()
+			st, seen, err := h.load(g.key)
+			h.mu.Lock()
+			defer h.mu.Unlock()
+			if g.freed {
+				return
+			}
+			if err != nil {
+				failMu.Lock()
+				failed++
+				failMu.Unlock()
+				// Keep the old state, catch up with what arrived meanwhile, try again later.
+				g.loading = false
+				g.needReload = true
+				pending := g.pending
+				g.pending, g.pendingOverflow = nil, false
+				now := h.now()
+				for i := range pending {
+					g.apply(&pending[i], dayOf(now), now, h.opts.RecentCalls)
+				}
+				return
+			}
+			h.install(g, st, seen, true)
+		}()
+	}
+	wg.Wait()
+	if failed > 0 && h.ctx.Err() == nil {
+		h.log.Warn("live: reloading usage stats failed; retrying", slog.Int("groups", failed))
+	}
+	return failed == 0
+}
+
+// ticker sends the dirty groups' state to their subscribers every Interval: one
+// goroutine for the whole hub, however many subscriptions it holds.
+func (h *Hub) ticker() {
+	defer h.wg.Done()
+	t := time.NewTicker(h.opts.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			h.flush()
+		case <-h.done:
+			return
+		}
+	}
+}
+
+func (h *Hub) flush() {
+	if h.dropped != nil {
+		// A message the bus dropped for any of its subscriptions may have been ours.
+		if d := h.dropped(); d != h.lastDroppedSwap(d) {
+			h.log.Warn("live: the bus dropped messages; reloading usage stats")
+			h.requestReload()
+		}
+	}
+	now := h.now()
+	today := dayOf(now)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, g := range h.groups {
+		if !g.loaded {
+			continue
+		}
+		if g.seen != nil && now.After(g.seenUntil) {
+			g.seen = nil
+		}
+		if g.st.roll(today) {
+			g.dirty = true
+		}
+		// The minute slides without events too: calls leaving it change the stats.
+		if g.sentMinute != 0 && g.st.minuteCount(now) != g.sentMinute {
+			g.dirty = true
+		}
+		if !g.dirty || len(g.subs) == 0 {
+			continue
+		}
+		st := g.stats(now, &h.scratch)
+		st.Resynced = g.resynced
+		for s := range g.subs {
+			s.deliver(st)
+		}
+		g.dirty, g.resynced = false, false
+	}
+}
+
+func (h *Hub) lastDroppedSwap(d uint64) uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	old := h.lastDropped
+	h.lastDropped = d
+	return old
+}
+
+// ingest is the bus callback: it applies one payload's events to every matching group.
+func (h *Hub) ingest(payload []byte) {
+	msg, err := decodeMessage(payload)
+	if err != nil {
+		h.log.Warn("live: dropping undecodable usage message", slog.Any("error", err))
+		return
+	}
+	if msg.Resync {
+		h.log.Info("live: a replica lost usage events; reloading usage stats")
+		h.requestReload()
+	}
+	if len(msg.Events) == 0 {
+		return
+	}
+	events := make([]usage.Event, len(msg.Events))
+	for i := range msg.Events {
+		events[i] = msg.Events[i].event()
+	}
+	now := h.now()
+	today := dayOf(now)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.closed {
+		return
+	}
+	for i := range events {
+		ev := &events[i]
+		h.matched = h.idx.match(idsOf(ev), h.matched[:0])
+		for _, g := range h.matched {
+			g.ingest(ev, today, now, h.opts.RecentCalls)
+		}
+	}
+	clear(h.matched)
+}
