@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin/agentregistry
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run build generate check-generated test test-short bench bench-gateway lint migration ci-deps
+.PHONY: run build generate check-generated test test-short bench bench-gateway bench-startup lint migration ci-deps
 
 run: ## run the service on embedded SQLite in dev mode (demo data, local token issuer)
 	$(GO) run ./cmd/agentregistry serve --dev
@@ -29,6 +29,16 @@ test-short:
 
 bench: ## Go micro-benchmarks (ratios against baselines are printed by the bench-* targets)
 	$(GO) test -run '^$$' -bench . -benchmem -count=1 ./...
+
+# Gateway load benchmark: the real binary on a scratch PostgreSQL database (needs
+# BENCH_DATABASE_URL or TEST_DATABASE_URL) vs a bare reverse proxy; prints figures, asserts
+# nothing. BENCH_FLAGS="-duration 10s -concurrency 64 -rate 1000" are the defaults.
+bench-gateway:
+	$(GO) run ./loadtest/gateway $(BENCH_FLAGS)
+
+# Start-up time of serve --dev (exec to first 200 of /readyz) and idle RSS, median of 5.
+bench-startup:
+	$(GO) run ./loadtest/gateway -role startup $(BENCH_FLAGS)
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt:"; echo "$$out"; exit 1; fi

@@ -1,0 +1,292 @@
+// Command gateway is the invoke gateway's load benchmark. It starts three
+// processes on loopback — a Langflow-compatible echo upstream that answers
+// at once, the real agentregistry binary (PostgreSQL, durable metering) in
+// front of it, and a bare httputil.ReverseProxy to the same upstream as the
+// baseline — then drives each target closed-loop (maximum throughput at
+// -concurrency) and open-loop (fixed -rate), and prints figures and ratios.
+// It asserts nothing about timings: the machine it runs on is shared and
+// noisy, so the numbers are for people to compare, not for CI to judge.
+//
+// Separate processes keep the service's RSS its own and stop the generator
+// from sharing a Go runtime (scheduler, GC) with what it measures.
+//
+//	go run ./loadtest/gateway [-duration 10s] [-concurrency 64] [-rate 1000] [-db URL]
+//	go run ./loadtest/gateway -role startup   # serve --dev start time and idle RSS
+//
+// Linux only for the memory figures (/proc). Every run ends by itself: each
+// phase has a fixed duration and the helper processes exit with it.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"sort"
+	"strconv"
+	"strings"
+	"syscall"
+	"text/tabwriter"
+	"time"
+)
+
+func main() {
+	role := flag.String("role", "", "") // hidden: upstream | proxy (children) | startup
+	upstream := flag.String("upstream", "", "")
+	lifetime := flag.Duration("lifetime", 30*time.Minute, "")
+	duration := flag.Duration("duration", 10*time.Second, "length of each measured run")
+	concurrency := flag.Int("concurrency", 64, "closed-loop workers")
+	rate := flag.Int("rate", 1000, "open-loop requests per second")
+	dbURL := flag.String("db", envOr("BENCH_DATABASE_URL", os.Getenv("TEST_DATABASE_URL")), "PostgreSQL server URL; a scratch database is created and dropped")
+	runs := flag.Int("startup-runs", 5, "how many starts -role startup times")
+	flag.Parse()
+
+	var err error
+	switch *role {
+	case "upstream", "proxy":
+		err = serveRole(*role, *upstream, *lifetime)
+	case "startup":
+		err = benchStartup(*runs)
+	case "":
+		err = benchGateway(*dbURL, *duration, *concurrency, *rate)
+	default:
+		err = fmt.Errorf("unknown -role %q", *role)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "loadtest/gateway:", err)
+		os.Exit(1)
+	}
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// startRole re-executes this tool as a child role. lifetime caps the
+// child's life in case neither SIGTERM nor Pdeathsig reaches it.
+func startRole(role string, lifetime time.Duration, extra ...string) (*child, string, error) {
+	self, err := os.Executable()
+	if err != nil {
+		return nil, "", err
+	}
+	args := append([]string{"-role", role, "-lifetime", lifetime.String()}, extra...)
+	return startChild(role, exec.Command(self, args...), "listening ")
+}
+
+func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
+	if dbURL == "" {
+		return fmt.Errorf("no PostgreSQL: set BENCH_DATABASE_URL or TEST_DATABASE_URL, or pass -db")
+	}
+	if d <= 0 || conc <= 0 || rate <= 0 {
+		return fmt.Errorf("-duration, -concurrency and -rate must be positive")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+
+	// 6 measured runs, 2 warm-ups, setup and teardown.
+	lifetime := 8*d + 5*time.Minute
+
+	tmp, err := os.MkdirTemp("", "bench-gateway-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	fmt.Fprintln(os.Stderr, "building agentregistry…")
+	bin, err := buildService(ctx, tmp)
+	if err != nil {
+		return err
+	}
+
+	up, upURL, err := startRole("upstream", lifetime)
+	if err != nil {
+		return err
+	}
+	defer up.stop()
+	px, pxURL, err := startRole("proxy", lifetime, "-upstream", upURL)
+	if err != nil {
+		return err
+	}
+	defer px.stop()
+	fmt.Fprintln(os.Stderr, "preparing the scratch database and starting the service…")
+	svc, err := startService(ctx, bin, dbURL, upURL)
+	if err != nil {
+		return err
+	}
+	defer svc.close()
+	pid := svc.cmd.Process.Pid
+
+	loadBefore := loadAvg()
+
+	// Idle: after /readyz, before any invoke; a moment for start-up garbage
+	// to settle so the figure is the resting footprint.
+	time.Sleep(time.Second)
+	idleRSS, idleErr := procStatusKB(pid, "VmRSS")
+
+	gw := target{
+		name: "gateway",
+		url:  svc.base + "/api/agent-gateway/invoke/",
+		body: []byte(`{"input":"hello"}`),
+		header: http.Header{
+			"Authorization": {"Bearer " + svc.key},
+			"Content-Type":  {"application/json"},
+		},
+		trackIDs: true,
+	}
+	// What the gateway itself sends Langflow for the same call (flow run
+	// with our session id), so the proxy forwards an equivalent body.
+	lfBody, _ := json.Marshal(map[string]any{
+		"input_value": "hello", "input_type": "chat", "output_type": "chat",
+		"session_id": "bench-session", "tweaks": map[string]any{},
+	})
+	bare := target{
+		name:   "bare proxy",
+		url:    pxURL + "/api/v1/run/x",
+		body:   lfBody,
+		header: http.Header{"Content-Type": {"application/json"}},
+	}
+
+	client := newClient(max(conc, 1024))
+	gw2xx, gwLost := 0, 0
+	var gwIDs []string
+	count := func(r *result) *result {
+		if r.target == gw.name {
+			gw2xx += r.ok
+			gwLost += r.statuses[0]
+			gwIDs = append(gwIDs, r.ids...)
+		}
+		return r
+	}
+
+	// Warm-up: connection pools, the key and config caches, the JIT-less
+	// but still real first-call costs (page faults, pool growth). Not shown.
+	warm := min(d, 2*time.Second)
+	for _, t := range []target{bare, gw} {
+		r := count(closedLoop(ctx, client, t, conc, warm))
+		if r.ok == 0 {
+			return fmt.Errorf("warm-up of %s: no 2xx answer (%s)", t.name, r.firstErr)
+		}
+	}
+
+	// Baseline, gateway, baseline again: the machine is noisy, and two
+	// baselines around the gateway show how much the floor moved meanwhile.
+	var results []*result
+	for _, mode := range []string{"closed", "open"} {
+		for _, t := range []target{bare, gw, bare} {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			var r *result
+			if mode == "closed" {
+				r = closedLoop(ctx, client, t, conc, d)
+			} else {
+				r = openLoop(ctx, client, t, rate, d)
+			}
+			results = append(results, count(r))
+			fmt.Fprintf(os.Stderr, "  %-10s %-14s %8.0f req/s  p99 %s\n", r.target, r.mode, r.rps(), fmtDur(r.pct(99)))
+		}
+	}
+	peakRSS, peakErr := procStatusKB(pid, "VmHWM")
+	rows, rows2xx, rowsErr := svc.usageRows(ctx)
+	missing, missErr := svc.missingRecords(ctx, gwIDs)
+
+	printTable(results)
+	fmt.Println()
+	fmt.Printf("machine: %d CPUs, load average before %s, after %s (other work on the machine skews every figure)\n",
+		runtime.NumCPU(), loadBefore, loadAvg())
+	closedGW, closedBare := results[1], []*result{results[0], results[2]}
+	openGW := results[4]
+	bareRPS := (closedBare[0].rps() + closedBare[1].rps()) / 2
+	fmt.Printf("ratio gateway/bare (throughput, closed loop): %.2f  (vs bare run 1: %.2f, run 2: %.2f)\n",
+		closedGW.rps()/bareRPS, closedGW.rps()/closedBare[0].rps(), closedGW.rps()/closedBare[1].rps())
+	fmt.Printf("gateway p99 at %d req/s: %s  (bare: %s, %s)\n", rate, fmtDur(openGW.pct(99)),
+		fmtDur(results[3].pct(99)), fmtDur(results[5].pct(99)))
+	fmt.Printf("service RSS: idle before load %s, peak (VmHWM) %s\n", fmtKB(idleRSS, idleErr), fmtKB(peakRSS, peakErr))
+	switch {
+	case rowsErr != nil:
+		fmt.Printf("usage_records: %v\n", rowsErr)
+	case missErr != nil:
+		fmt.Printf("usage_records: %v\n", missErr)
+	default:
+		// Equal counts are expected; a client that gave up (timeout, no
+		// status) on a call the service still completed leaves a row with no
+		// 2xx seen here, so only missing ids are a durability failure.
+		verdict := "equal"
+		switch {
+		case missing > 0:
+			verdict = fmt.Sprintf("DURABILITY FAILURE: %d 2xx answers have no usage record", missing)
+		case rows2xx != gw2xx:
+			verdict = fmt.Sprintf("not equal, but every 2xx answer's request id has a row; the %d extra rows are calls the client gave up on (%d without an answer)", rows2xx-gw2xx, gwLost)
+		}
+		fmt.Printf("usage_records: %d rows (%d with 2xx status) vs %d gateway 2xx answers (warm-up included): %s\n",
+			rows, rows2xx, gw2xx, verdict)
+	}
+	for _, r := range results {
+		if r.errs > 0 {
+			fmt.Printf("errors in %s %s: %d (dropped %d), statuses %v, first: %s\n", r.target, r.mode, r.errs, r.dropped, r.statuses, r.firstErr)
+		}
+	}
+	return nil
+}
+
+func printTable(results []*result) {
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "target\tmode\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\t")
+	for _, r := range results {
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t\n", r.target, r.mode, r.ok+r.errs, r.errs, r.rps(),
+			fmtDur(r.pct(50)), fmtDur(r.pct(90)), fmtDur(r.pct(99)), fmtDur(r.pct(100)))
+	}
+	tw.Flush()
+}
+
+func fmtDur(d time.Duration) string {
+	switch {
+	case d >= time.Second:
+		return fmt.Sprintf("%.2fs", d.Seconds())
+	case d >= time.Millisecond:
+		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
+	default:
+		return fmt.Sprintf("%dµs", d.Microseconds())
+	}
+}
+
+func fmtKB(kb int64, err error) string {
+	if err != nil {
+		return "n/a (" + err.Error() + ")"
+	}
+	return strconv.FormatFloat(float64(kb)/1024, 'f', 1, 64) + " MiB"
+}
+
+// median of a copy of ds.
+func median(ds []time.Duration) time.Duration {
+	s := append([]time.Duration(nil), ds...)
+	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+	if len(s) == 0 {
+		return 0
+	}
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+// loadAvg is the 1-minute load average, printed so a reader can tell a
+// slow run from a busy machine.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "n/a"
+	}
+	f := strings.Fields(string(b))
+	if len(f) == 0 {
+		return "n/a"
+	}
+	return f[0]
+}
