@@ -458,8 +458,11 @@ func (h *Hub) install(g *group, st state, seen map[string]struct{}, resynced boo
 	for i := range pending {
 		g.apply(&pending[i], today, h.now(), h.opts.RecentCalls)
 	}
-	g.dirty = true
-	g.resynced = g.resynced || resynced
+	// After the first load, the subscribers waiting for it get the state with their
+	// first message; after a reload, every subscriber needs the new state.
+	if resynced {
+		g.dirty, g.resynced = true, true
+	}
 	if overflow {
 		g.needReload = true
 	}

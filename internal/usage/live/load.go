@@ -17,8 +17,8 @@ import (
 )
 
 // load reads group k's state from the database: day and period totals from the rollups,
-// the last minute and the recent calls from usage_records (at most MaxMinuteSamples
-// rows). It also returns the request ids it read, whose events may still arrive on the
+// the last minute (at most MaxMinuteSamples rows) and the recent calls (at most
+// RecentCalls, within recentWindow) from usage_records. It also returns the request ids it read, whose events may still arrive on the
 // bus and must then be skipped.
 //
 // On PostgreSQL the queries share one REPEATABLE READ snapshot, so that the rollups and
@@ -62,18 +62,31 @@ func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
 		Limit(MaxMinuteSamples).
 		All(ctx)
 	if err != nil {
-		return state{}, nil, fmt.Errorf("live: load recent calls: %w", err)
+		return state{}, nil, fmt.Errorf("live: load last minute: %w", err)
 	}
 	seen := make(map[string]struct{}, len(rows))
-	// Oldest first, so that the sample ring and the recent list fill as they would live.
-	for i := len(rows) - 1; i >= 0; i-- {
+	for i := len(rows) - 1; i >= 0; i-- { // oldest first, as they would have arrived
 		r := rows[i]
 		seen[r.RequestID] = struct{}{}
-		at := r.StartedAt.UTC()
-		st.addMinute(at, r.ElapsedMs, now, 1)
+		st.addMinute(r.StartedAt.UTC(), r.ElapsedMs, now, 1)
+	}
+	recent := rows
+	if len(rows) < h.opts.RecentCalls {
+		// A quiet filter still shows its latest calls, from further back.
+		recent, err = client.UsageRecord.Query().
+			Where(recordPreds(k, usagerecord.StartedAtGTE(now.Add(-recentWindow)))...).
+			Order(ent.Desc(usagerecord.FieldStartedAt)).
+			Limit(h.opts.RecentCalls).
+			All(ctx)
+		if err != nil {
+			return state{}, nil, fmt.Errorf("live: load recent calls: %w", err)
+		}
+	}
+	for _, r := range recent[:min(len(recent), h.opts.RecentCalls)] {
+		seen[r.RequestID] = struct{}{}
 		st.addRecent(Call{
 			RequestID: r.RequestID, Status: r.Status, InputTokens: r.InputTokens,
-			OutputTokens: r.OutputTokens, ElapsedMS: r.ElapsedMs, At: at, ErrorCode: r.ErrorCode,
+			OutputTokens: r.OutputTokens, ElapsedMS: r.ElapsedMs, At: r.StartedAt.UTC(), ErrorCode: r.ErrorCode,
 		}, h.opts.RecentCalls)
 	}
 	if len(rows) == MaxMinuteSamples {
@@ -98,6 +111,10 @@ func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
 	}
 	return st, seen, nil
 }
+
+// recentWindow bounds how far back the recent calls of a quiet filter are looked for,
+// so that the query stays a bounded range scan.
+const recentWindow = 30 * 24 * time.Hour
 
 // sumDailies sums the rollups of k's filter over the days [from, to); to zero means no
 // end.
