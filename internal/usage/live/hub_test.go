@@ -238,7 +238,7 @@ func TestSlowSubscriberBlocksNothing(t *testing.T) {
 		_ = s
 		waitFor(t, fastOther, interval+time.Second, "the round's calls", func(s Stats) bool { return s.Day.Requests >= want })
 	}
-	if worstPublish > 20*time.Millisecond {
+	if worstPublish > 100*time.Millisecond { // generous: -race, GC and a shared machine; a blocked Publish would hang
 		t.Errorf("Publish took up to %v with stalled subscribers", worstPublish)
 	}
 	if worstGap > interval+500*time.Millisecond {
