@@ -1,0 +1,278 @@
+package usage
+
+import (
+	"cmp"
+	"context"
+	"fmt"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	"entgo.io/ent/dialect"
+	"entgo.io/ent/dialect/sql"
+
+	"github.com/gsvdev/agentregistry/ent"
+	"github.com/gsvdev/agentregistry/ent/predicate"
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/ent/usagedaily"
+	"github.com/gsvdev/agentregistry/ent/usagerecord"
+)
+
+// The batch is written with SQL rather than ent's builders because the rollups must count
+// only the records this transaction actually inserted, and ent's bulk upsert cannot
+// return that subset (INSERT ... ON CONFLICT DO NOTHING RETURNING can). Nor can ent's
+// bulk upsert add a different amount to each conflicting rollup row (excluded.column).
+//
+// The statements are the same on PostgreSQL and SQLite (3.35+ for RETURNING) but for the
+// placeholders: "$n" on PostgreSQL, "?" on SQLite. SQLite would accept "$n" too, as
+// named parameters, but resolves each by name, which made a 256-row batch spend a third
+// of its time binding. Column and table names come from ent's generated constants so
+// that a schema rename breaks the build, not billing.
+
+// recordColumns are the usage_records columns written, in the order of recordArgs.
+var recordColumns = []string{
+	usagerecord.FieldID, usagerecord.FieldRequestID, usagerecord.FieldTenantID,
+	usagerecord.FieldProviderTenantID, usagerecord.FieldConfigID, usagerecord.FieldAgentID,
+	usagerecord.FieldAPIKeyID, usagerecord.FieldStatus, usagerecord.FieldInputTokens,
+	usagerecord.FieldOutputTokens, usagerecord.FieldTokensEstimated, usagerecord.FieldElapsedMs,
+	usagerecord.FieldStartedAt, usagerecord.FieldErrorCode,
+}
+
+// dailyColumns are the usage_dailies columns written, in the order of dailyArgs.
+var dailyColumns = []string{
+	usagedaily.FieldID, usagedaily.FieldTenantID, usagedaily.FieldProviderTenantID,
+	usagedaily.FieldConfigID, usagedaily.FieldAgentID, usagedaily.FieldAPIKeyID,
+	usagedaily.FieldDay, usagedaily.FieldRequests, usagedaily.FieldErrors,
+	usagedaily.FieldInputTokens, usagedaily.FieldOutputTokens, usagedaily.FieldTotalMs,
+}
+
+// dailyKey is the rollup's unique key (the table's unique index).
+var dailyKey = []string{usagedaily.FieldTenantID, usagedaily.FieldConfigID, usagedaily.FieldAPIKeyID, usagedaily.FieldDay}
+
+// dailyCounters are the rollup columns a conflict adds to.
+var dailyCounters = []string{
+	usagedaily.FieldRequests, usagedaily.FieldErrors, usagedaily.FieldInputTokens,
+	usagedaily.FieldOutputTokens, usagedaily.FieldTotalMs,
+}
+
+// maxBatchLimit caps MaxBatch: 14 parameters per record must stay under SQLite's 32766
+// bound parameters per statement (PostgreSQL allows 65535).
+const maxBatchLimit = 2000
+
+// writeBatch stores events (unique request ids, sorted) and their rollups in one
+// transaction and returns the events it inserted: those whose request id was not stored
+// before. ctx must be a system context.
+func writeBatch(ctx context.Context, client *ent.Client, d string, events []Event) (inserted []Event, err error) {
+	tx, err := client.Tx(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("usage: begin: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			_ = tx.Rollback()
+		}
+	}()
+	if inserted, err = insertRecords(ctx, tx, d, events); err != nil {
+		return nil, err
+	}
+	if err = upsertDailies(ctx, tx, d, rollup(inserted)); err != nil {
+		return nil, err
+	}
+	if err = tx.Commit(); err != nil {
+		return nil, fmt.Errorf("usage: commit: %w", err)
+	}
+	return inserted, nil
+}
+
+// insertRecords inserts the records that are new and returns their events.
+func insertRecords(ctx context.Context, tx *ent.Tx, d string, events []Event) ([]Event, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	var b strings.Builder
+	args := make([]any, 0, len(events)*len(recordColumns))
+	writeInsert(&b, d, usagerecord.Table, recordColumns, len(events))
+	for _, ev := range events {
+		var apiKey, errorCode any // NULL when absent: both columns are optional
+		if ev.APIKeyID != "" {
+			apiKey = string(ev.APIKeyID)
+		}
+		if ev.ErrorCode != "" {
+			errorCode = ev.ErrorCode
+		}
+		args = append(args,
+			string(usagerecord.DefaultID()), ev.RequestID, string(ev.TenantID),
+			string(ev.ProviderTenantID), string(ev.ConfigID), string(ev.AgentID),
+			apiKey, ev.Status, ev.InputTokens,
+			ev.OutputTokens, ev.TokensEstimated, ev.ElapsedMS,
+			ev.StartedAt, errorCode,
+		)
+	}
+	// The conflict target is the request id alone: a replay is the same call whatever
+	// else differs. RETURNING lists only the rows this statement inserted; a row another
+	// transaction inserts concurrently makes this one wait for it and then skip.
+	fmt.Fprintf(&b, ` ON CONFLICT (%s) DO NOTHING RETURNING %s`,
+		quote(usagerecord.FieldRequestID), quote(usagerecord.FieldRequestID))
+	rows, err := tx.QueryContext(ctx, b.String(), args...)
+	if err != nil {
+		return nil, fmt.Errorf("usage: insert records: %w", err)
+	}
+	defer rows.Close()
+	fresh := make(map[string]struct{}, len(events))
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			return nil, fmt.Errorf("usage: insert records: %w", err)
+		}
+		fresh[id] = struct{}{}
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("usage: insert records: %w", err)
+	}
+	inserted := make([]Event, 0, len(fresh))
+	for _, ev := range events {
+		if _, ok := fresh[ev.RequestID]; ok {
+			inserted = append(inserted, ev)
+		}
+	}
+	return inserted, nil
+}
+
+// daily is one rollup row's increment.
+type daily struct {
+	tenant, provider, config, agent, apiKey pulid.ID
+	day                                     time.Time
+	requests, errors, in, out, ms           int64
+}
+
+// rollup sums events per rollup key, so that the upsert touches each row once (PostgreSQL
+// refuses to update one row twice in a statement), sorted by key so that concurrent
+// writers (replicas) lock rows in the same order and cannot deadlock each other.
+func rollup(events []Event) []daily {
+	type key struct {
+		tenant, config, apiKey pulid.ID
+		day                    int64
+	}
+	index := make(map[key]int, len(events))
+	var out []daily
+	for _, ev := range events {
+		day := dayOf(ev.StartedAt)
+		k := key{ev.TenantID, ev.ConfigID, ev.APIKeyID, day.Unix()}
+		i, ok := index[k]
+		if !ok {
+			i = len(out)
+			index[k] = i
+			// Provider and agent follow from the config, so the first event's are the row's.
+			out = append(out, daily{tenant: ev.TenantID, provider: ev.ProviderTenantID, config: ev.ConfigID,
+				agent: ev.AgentID, apiKey: ev.APIKeyID, day: day})
+		}
+		d := &out[i]
+		d.requests++
+		if ev.isError() {
+			d.errors++
+		}
+		d.in += ev.InputTokens
+		d.out += ev.OutputTokens
+		d.ms += ev.ElapsedMS
+	}
+	slices.SortFunc(out, func(a, b daily) int {
+		return cmp.Or(cmp.Compare(a.tenant, b.tenant), cmp.Compare(a.config, b.config),
+			cmp.Compare(a.apiKey, b.apiKey), a.day.Compare(b.day))
+	})
+	return out
+}
+
+// upsertDailies adds rows to the rollups, creating the rows that do not exist yet.
+func upsertDailies(ctx context.Context, tx *ent.Tx, d string, rows []daily) error {
+	if len(rows) == 0 {
+		return nil
+	}
+	var b strings.Builder
+	args := make([]any, 0, len(rows)*len(dailyColumns))
+	writeInsert(&b, d, usagedaily.Table, dailyColumns, len(rows))
+	for _, d := range rows {
+		args = append(args,
+			string(usagedaily.DefaultID()), string(d.tenant), string(d.provider),
+			string(d.config), string(d.agent), string(d.apiKey),
+			d.day, d.requests, d.errors,
+			d.in, d.out, d.ms,
+		)
+	}
+	b.WriteString(" ON CONFLICT (")
+	for i, c := range dailyKey {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quote(c))
+	}
+	b.WriteString(") DO UPDATE SET ")
+	for i, c := range dailyCounters {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(&b, "%s = %s.%s + excluded.%s", quote(c), quote(usagedaily.Table), quote(c), quote(c))
+	}
+	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
+		return fmt.Errorf("usage: upsert rollups: %w", err)
+	}
+	return nil
+}
+
+// writeInsert writes `INSERT INTO table (columns) VALUES ($1, ...), ...` for n rows, with
+// dialect d's placeholders.
+func writeInsert(b *strings.Builder, d, table string, columns []string, n int) {
+	b.WriteString("INSERT INTO ")
+	b.WriteString(quote(table))
+	b.WriteString(" (")
+	for i, c := range columns {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(quote(c))
+	}
+	b.WriteString(") VALUES ")
+	p := 1
+	for r := 0; r < n; r++ {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteByte('(')
+		for i := range columns {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			if d == dialect.SQLite {
+				b.WriteByte('?')
+			} else {
+				b.WriteByte('$')
+				b.WriteString(strconv.Itoa(p))
+				p++
+			}
+		}
+		b.WriteByte(')')
+	}
+}
+
+// detectDialect returns the SQL dialect client speaks. The generated client does not
+// expose its driver, but every query builder knows the dialect, so a predicate reads it
+// off the selector of a query that matches nothing.
+func detectDialect(ctx context.Context, client *ent.Client) (string, error) {
+	var d string
+	_, err := client.UsageRecord.Query().
+		Where(predicate.UsageRecord(func(s *sql.Selector) {
+			d = s.Dialect()
+			s.Where(sql.False())
+		})).
+		Exist(ctx)
+	if err != nil {
+		return "", fmt.Errorf("usage: detect dialect: %w", err)
+	}
+	if d == "" {
+		return "", fmt.Errorf("usage: detect dialect: the query builder did not run")
+	}
+	return d, nil
+}
+
+// quote quotes an identifier the standard way, which both dialects accept.
+func quote(ident string) string { return `"` + ident + `"` }
