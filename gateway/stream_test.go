@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"bufio"
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
@@ -193,4 +194,20 @@ func TestClientLeavingMidStreamIsMetered(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	t.Fatal("a call whose client left was not metered")
+}
+
+func TestStreamUnrecordedEndsInError(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	f := e.seed(fixtureOptions{})
+	key := e.secret(f)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := e.recorder.Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	events := readSSE(t, e.stream(key, `{"input":"a b c","stream":true}`, nil), nil)
+	last := events[len(events)-1]
+	if last.name != "error" || !strings.Contains(last.data, "USAGE_NOT_RECORDED") {
+		t.Fatalf("an unmetered stream must not end with end: %+v", events)
+	}
 }
