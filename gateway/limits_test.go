@@ -19,7 +19,7 @@ import (
 )
 
 // burst sends n calls at once, spread over the envs round-robin, and counts statuses.
-func burst(t *testing.T, envs []*env, key string, n int) map[int]int {
+func burst(t *testing.T, envs []*env, key string, n int) (map[int]int, time.Duration) {
 	t.Helper()
 	var mu sync.Mutex
 	statuses := map[int]int{}
@@ -48,23 +48,50 @@ func burst(t *testing.T, envs []*env, key string, n int) map[int]int {
 			mu.Unlock()
 		}(envs[i%len(envs)])
 	}
+	begin := time.Now()
 	close(start)
 	wg.Wait()
-	return statuses
+	return statuses, time.Since(begin)
+}
+
+// checkBurst wants exactly rpm calls through and the rest rejected. GCRA refills one call
+// every minute/rpm, so a burst that a loaded machine stretches beyond that may fairly let
+// one more through per interval elapsed; on an idle machine the burst takes a fraction
+// of an interval and the count is exact.
+func checkBurst(t *testing.T, got map[int]int, elapsed time.Duration, rpm, n int) {
+	t.Helper()
+	refills := int(elapsed / (time.Minute / time.Duration(rpm)))
+	if got[200] < rpm || got[200] > rpm+refills || got[200]+got[429] != n {
+		t.Fatalf("statuses %v in %v, want %dx200 (+%d refilled) and the rest 429", got, elapsed, rpm, refills)
+	}
+	if refills > 0 {
+		t.Logf("burst took %v: %d refills allowed", elapsed, refills)
+	}
+}
+
+// warmUp makes one call per env with another key of the config, so that the burst does
+// not start with every caller waiting on the same cold caches.
+func warmUp(t *testing.T, envs []*env, f fixture) {
+	t.Helper()
+	key := envs[0].secret(f)
+	for _, e := range envs {
+		if r := e.invoke(key, `{"input":"warm"}`); r.status != 200 {
+			t.Fatalf("warm-up: %d %s", r.status, r.body)
+		}
+	}
 }
 
 func TestRateLimitConcurrentMemory(t *testing.T) {
 	e := newEnv(t, envOptions{})
 	f := e.seed(fixtureOptions{rpmKey: 50, rpmTenant: 1000})
+	warmUp(t, []*env{e}, f)
 	key := e.secret(f)
-	got := burst(t, []*env{e}, key, 200)
-	if got[200] != 50 || got[429] != 150 {
-		t.Fatalf("statuses %v, want 50x200 and 150x429", got)
+	got, elapsed := burst(t, []*env{e}, key, 200)
+	checkBurst(t, got, elapsed, 50, 200)
+	if n := len(e.usageRows()); n != 201 {
+		t.Fatalf("usage rows %d, want 201 (rate-limited calls are metered too)", n)
 	}
-	if n := len(e.usageRows()); n != 200 {
-		t.Fatalf("usage rows %d, want 200 (rate-limited calls are metered too)", n)
-	}
-	if e.rt.Calls() != 50 {
+	if e.rt.Calls() != got[200]+1 {
 		t.Fatalf("langflow calls %d", e.rt.Calls())
 	}
 }
@@ -104,13 +131,15 @@ func TestRateLimitConcurrentRedisTwoInstances(t *testing.T) {
 	a := newEnv(t, envOptions{limiter: ratelimit.NewRedis(c, ratelimit.RedisOptions{Prefix: prefix, FailClosed: true})})
 	b := newEnv(t, envOptions{shared: a, limiter: ratelimit.NewRedis(c, ratelimit.RedisOptions{Prefix: prefix, FailClosed: true})})
 	f := a.seed(fixtureOptions{rpmKey: 50})
+	warmUp(t, []*env{a, b}, f)
 	key := a.secret(f)
-	got := burst(t, []*env{a, b}, key, 200)
-	if got[200] != 50 || got[429] != 150 {
-		t.Fatalf("statuses %v, want 50x200 and 150x429 across both replicas", got)
-	}
-	if calls := a.rt.Calls() + b.rt.Calls(); calls != 50 {
+	got, elapsed := burst(t, []*env{a, b}, key, 200)
+	checkBurst(t, got, elapsed, 50, 200)
+	if calls := a.rt.Calls() + b.rt.Calls(); calls != got[200]+2 {
 		t.Fatalf("langflow calls %d", calls)
+	}
+	if a.rt.Calls() < 2 || b.rt.Calls() < 2 {
+		t.Fatalf("both replicas must have served: %d and %d", a.rt.Calls(), b.rt.Calls())
 	}
 }
 
