@@ -44,6 +44,7 @@ func main() {
 	rate := flag.Int("rate", 1000, "open-loop requests per second")
 	dbURL := flag.String("db", envOr("BENCH_DATABASE_URL", os.Getenv("TEST_DATABASE_URL")), "PostgreSQL server URL; a scratch database is created and dropped")
 	runs := flag.Int("startup-runs", 5, "how many starts -role startup times")
+	flag.StringVar(&prebuilt, "bin", "", "use this agentregistry binary instead of building one (e.g. to keep it for perf symbols)")
 	flag.Parse()
 
 	var err error
@@ -178,10 +179,25 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 	// Baseline, gateway, baseline again: the machine is noisy, and two
 	// baselines around the gateway show how much the floor moved meanwhile.
 	var results []*result
+	probed, probeMissing := 0, 0
 	for _, mode := range []string{"closed", "open"} {
 		for _, t := range []target{bare, gw, bare} {
 			if ctx.Err() != nil {
 				return ctx.Err()
+			}
+			// While the gateway is under load, one extra caller checks that
+			// each 2xx it gets is already metered: a backed-up recorder is
+			// where answering before committing would show.
+			var probe chan [3]int
+			if t.name == gw.name {
+				probe = make(chan [3]int, 1)
+				go func() {
+					c, m, err := svc.probeDurability(ctx, client, gw, d, 0)
+					if err != nil {
+						fmt.Fprintln(os.Stderr, "durability probe:", err)
+					}
+					probe <- [3]int{c, m}
+				}()
 			}
 			var r *result
 			if mode == "closed" {
@@ -189,11 +205,22 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 			} else {
 				r = openLoop(ctx, client, t, rate, d)
 			}
+			if probe != nil {
+				p := <-probe
+				probed, probeMissing = probed+p[0], probeMissing+p[1]
+				gw2xx += p[0] // the probe's answers are metered too
+			}
 			results = append(results, count(r))
 			fmt.Fprintf(os.Stderr, "  %-10s %-14s %8.0f req/s  p99 %s\n", r.target, r.mode, r.rps(), fmtDur(r.pct(99)))
 		}
 	}
 	peakRSS, peakErr := procStatusKB(pid, "VmHWM")
+	// And once more at rest, one call at a time.
+	if c, m, err := svc.probeDurability(ctx, client, gw, 30*time.Second, 200); err != nil {
+		fmt.Fprintln(os.Stderr, "durability probe:", err)
+	} else {
+		probed, probeMissing, gw2xx = probed+c, probeMissing+m, gw2xx+c
+	}
 	rows, rows2xx, rowsErr := svc.usageRows(ctx)
 	missing, missErr := svc.missingRecords(ctx, gwIDs)
 
@@ -222,12 +249,19 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 		switch {
 		case missing > 0:
 			verdict = fmt.Sprintf("DURABILITY FAILURE: %d 2xx answers have no usage record", missing)
-		case rows2xx != gw2xx:
+		case rows2xx < gw2xx:
+			verdict = fmt.Sprintf("DURABILITY FAILURE: %d fewer rows than 2xx answers (records lost, or still being written after their answers)", gw2xx-rows2xx)
+		case rows2xx > gw2xx:
 			verdict = fmt.Sprintf("not equal, but every 2xx answer's request id has a row; the %d extra rows are calls the client gave up on (%d without an answer)", rows2xx-gw2xx, gwLost)
 		}
-		fmt.Printf("usage_records: %d rows (%d with 2xx status) vs %d gateway 2xx answers (warm-up included): %s\n",
+		fmt.Printf("usage_records: %d rows (%d with 2xx status) vs %d gateway 2xx answers (warm-up and probes included): %s\n",
 			rows, rows2xx, gw2xx, verdict)
 	}
+	probeVerdict := "every one was already committed when its answer arrived"
+	if probeMissing > 0 {
+		probeVerdict = fmt.Sprintf("DURABILITY FAILURE: %d answered before their usage record was committed", probeMissing)
+	}
+	fmt.Printf("durability probe: %d 2xx answers looked up the moment they arrived (under load and at rest): %s\n", probed, probeVerdict)
 	for _, r := range results {
 		if r.errs > 0 {
 			fmt.Printf("errors in %s %s: %d (dropped %d), statuses %v, first: %s\n", r.target, r.mode, r.errs, r.dropped, r.statuses, r.firstErr)

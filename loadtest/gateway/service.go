@@ -20,9 +20,15 @@ import (
 	"github.com/gsvdev/agentregistry/server"
 )
 
+// prebuilt is the -bin flag: a binary to measure instead of building one.
+var prebuilt string
+
 // buildService compiles the real binary (not `go run`, whose wrapper
 // process would own a different pid and RSS) into dir.
 func buildService(ctx context.Context, dir string) (string, error) {
+	if prebuilt != "" {
+		return prebuilt, nil
+	}
 	bin := filepath.Join(dir, "agentregistry")
 	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/gsvdev/agentregistry/cmd/agentregistry")
 	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
@@ -194,6 +200,32 @@ func (s *service) missingRecords(ctx context.Context, ids []string) (int, error)
 		}
 	}
 	return missing, nil
+}
+
+// probeDurability sends invokes one at a time until d has passed (or n
+// were sent, when n > 0) and, the moment each 2xx arrives, looks its
+// request id up in usage_records. With durable metering the row is
+// committed before the answer is written, so it must already be there; a
+// recorder that answers first and writes later passes the end-of-run row
+// count but fails here. It returns the 2xx answers checked and how many had
+// no row yet.
+func (s *service) probeDurability(ctx context.Context, c *http.Client, t target, d time.Duration, n int) (checked, missing int, err error) {
+	end := time.Now().Add(d)
+	for i := 0; time.Now().Before(end) && (n <= 0 || i < n) && ctx.Err() == nil; i++ {
+		code, id, derr := do(ctx, c, t)
+		if derr != nil || code/100 != 2 {
+			continue
+		}
+		var found bool
+		if err := s.db.QueryRowContext(ctx, `SELECT EXISTS (SELECT 1 FROM usage_records WHERE id = $1 OR request_id = $1)`, id).Scan(&found); err != nil {
+			return checked, missing, err
+		}
+		checked++
+		if !found {
+			missing++
+		}
+	}
+	return checked, missing, nil
 }
 
 func (s *service) close() {
