@@ -5,6 +5,9 @@ set -euo pipefail
 
 need_apt=()
 if ! command -v pg_isready >/dev/null 2>&1; then need_apt+=(postgresql-client); fi
+# The widget's browser tests drive Debian's chromium (chromedp, ExecPath /usr/bin/chromium);
+# under CI=true they fail when it is missing.
+if [ ! -x /usr/bin/chromium ]; then need_apt+=(chromium); fi
 if [ ${#need_apt[@]} -gt 0 ] && command -v apt-get >/dev/null 2>&1; then
   apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need_apt[@]}" >/dev/null
 fi

@@ -76,9 +76,10 @@
     try { var u = new URL(v); return u.protocol === "https:" || u.protocol === "http:"; } catch (e) { return false; }
   }
   function given(v) { return v !== undefined && v !== null && v !== ""; }
+  // pick returns its first given argument; the last one is the default.
   function pick() {
-    for (var i = 0; i < arguments.length; i++) if (given(arguments[i])) return arguments[i];
-    return undefined;
+    for (var i = 0; i < arguments.length - 1; i++) if (given(arguments[i])) return arguments[i];
+    return arguments[arguments.length - 1];
   }
 
   // Session ids are made here, before the first message, so that the gateway's
