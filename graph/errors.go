@@ -4,37 +4,33 @@ import (
 	"context"
 	"errors"
 	"log/slog"
+	"strings"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/gsvdev/agentregistry/ent"
 	"github.com/gsvdev/agentregistry/ent/privacy"
+	"github.com/gsvdev/agentregistry/internal/apperr"
 	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
 // Error codes carried in extensions.code. Clients switch on them; they never change.
 const (
-	CodeUnauthenticated = "UNAUTHENTICATED"
-	CodeForbidden       = "FORBIDDEN"
-	CodeNotFound        = "NOT_FOUND"
-	CodeBadUserInput    = "BAD_USER_INPUT"
-	CodeConflict        = "CONFLICT"
-	CodeRateLimited     = "RATE_LIMITED"
-	CodeInternal        = "INTERNAL"
+	CodeUnauthenticated = apperr.Unauthenticated
+	CodeForbidden       = apperr.Forbidden
+	CodeNotFound        = apperr.NotFound
+	CodeBadUserInput    = apperr.BadUserInput
+	CodeConflict        = apperr.Conflict
+	CodeRateLimited     = apperr.RateLimited
+	CodeInternal        = apperr.Internal
 )
 
-// Error is an error meant for the client: its message is safe to show.
-type Error struct {
-	Code    string
-	Message string
-	// Field is the input path of a BAD_USER_INPUT problem ("input.name").
-	Field string
-}
+// Error is an error meant for the client (shared with the services): its message is
+// safe to show.
+type Error = apperr.Error
 
-func (e *Error) Error() string { return e.Message }
-
-// Errorf-style constructors for the common cases.
+// Errors for the common cases.
 var (
 	errUnauthenticated = &Error{Code: CodeUnauthenticated, Message: "authentication required"}
 	errForbidden       = &Error{Code: CodeForbidden, Message: "not allowed"}
@@ -85,7 +81,8 @@ func classify(err error) (code, msg, field string) {
 	case errors.Is(err, privacy.Deny):
 		return CodeForbidden, "not allowed", ""
 	case errors.As(err, &validation):
-		return CodeBadUserInput, "invalid value for " + validation.Name, validation.Name
+		field := inputPath(validation.Name)
+		return CodeBadUserInput, "invalid value for " + field, field
 	case ent.IsConstraintError(err):
 		return CodeConflict, "conflicts with an existing record", ""
 	default:
@@ -99,4 +96,21 @@ func recoverPanic(logger *slog.Logger) graphql.RecoverFunc {
 		logger.ErrorContext(ctx, "graphql resolver panic", "panic", p)
 		return &Error{Code: CodeInternal, Message: "internal error"}
 	}
+}
+
+// inputPath names an ent field the way the mutation input does: widget_position ->
+// input.widgetPosition (every mutation takes its fields in an argument called input).
+func inputPath(column string) string {
+	parts := strings.Split(column, "_")
+	for i := 1; i < len(parts); i++ {
+		switch p := parts[i]; p {
+		case "id", "url", "uuid":
+			parts[i] = strings.ToUpper(p)
+		default:
+			if p != "" {
+				parts[i] = strings.ToUpper(p[:1]) + p[1:]
+			}
+		}
+	}
+	return "input." + strings.Join(parts, "")
 }

@@ -24,6 +24,9 @@ import (
 
 // Options configure the GraphQL server.
 type Options struct {
+	// Services are what mutations call (see Services).
+	Services Services
+
 	MaxComplexity int
 	MaxDepth      int
 	MaxPageSize   int
@@ -45,7 +48,7 @@ type Options struct {
 // NewHandler returns the /graphql handler: POST, GET (queries only) and websocket
 // (graphql-transport-ws and the legacy graphql-ws subprotocol) transports.
 func NewHandler(client *ent.Client, opts Options) http.Handler {
-	cfg := generated.Config{Resolvers: NewResolver(client)}
+	cfg := generated.Config{Resolvers: NewResolver(client, opts.Services)}
 	cfg.Directives.HasRole = hasRole
 	srv := handler.New(generated.NewExecutableSchema(cfg))
 

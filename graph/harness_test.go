@@ -14,6 +14,8 @@ import (
 
 	"github.com/gsvdev/agentregistry/ent"
 	"github.com/gsvdev/agentregistry/graph"
+	"github.com/gsvdev/agentregistry/internal/apikey"
+	"github.com/gsvdev/agentregistry/internal/apikey/keys"
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/auth/authtest"
 	"github.com/gsvdev/agentregistry/internal/auth/members"
@@ -57,7 +59,13 @@ func newHarness(t *testing.T, driver string, opts ...harnessOption) *harness {
 	h.issuer = authtest.NewIssuer(t)
 	logger := slog.New(slog.NewTextHandler(h.logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	authn := auth.NewAuthenticator(h.issuer.Config(), members.New(h.client), logger)
+	keyring, err := apikey.NewKeyring([]apikey.SigningKey{{ID: "t", Secret: []byte(strings.Repeat("k", 32))}},
+		apikey.KeyringOptions{Issuer: "test", Audience: "test/gateway"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	gopts := graph.Options{
+		Services:      graph.Services{Keys: keys.New(h.client, keyring, nil)},
 		MaxComplexity: maxComplexity,
 		MaxDepth:      maxDepth,
 		MaxPageSize:   maxPageSize,

@@ -6,14 +6,36 @@ package graph
 
 import (
 	"github.com/gsvdev/agentregistry/ent"
+	"github.com/gsvdev/agentregistry/internal/apikey/keys"
+	"github.com/gsvdev/agentregistry/internal/catalog"
+	"github.com/gsvdev/agentregistry/internal/langflow/provision"
+	"github.com/gsvdev/agentregistry/internal/subscriptions"
 )
+
+// Services are the internal/ services the mutations call. Catalog and Subscriptions
+// default to services on the resolver's client; Keys and Provisioning need the key
+// signing secrets and the Langflow client, and mutations that need them answer
+// INTERNAL when they are not configured.
+type Services struct {
+	Catalog       *catalog.Service
+	Subscriptions *subscriptions.Service
+	Keys          *keys.Service
+	Provisioning  *provision.Service
+}
 
 // Resolver is the root resolver; its dependencies are passed in by server.
 type Resolver struct {
 	client *ent.Client
+	svc    Services
 }
 
 // NewResolver returns the root resolver.
-func NewResolver(client *ent.Client) *Resolver {
-	return &Resolver{client: client}
+func NewResolver(client *ent.Client, svc Services) *Resolver {
+	if svc.Catalog == nil {
+		svc.Catalog = catalog.New(client, nil)
+	}
+	if svc.Subscriptions == nil {
+		svc.Subscriptions = subscriptions.New(client)
+	}
+	return &Resolver{client: client, svc: svc}
 }

@@ -12,6 +12,9 @@ import (
 
 	"github.com/gsvdev/agentregistry/graph"
 	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/catalog"
+	"github.com/gsvdev/agentregistry/internal/langflow/provision"
+	"github.com/gsvdev/agentregistry/internal/subscriptions"
 	"github.com/gsvdev/agentregistry/internal/seed"
 )
 
@@ -30,6 +33,12 @@ func (s *Server) routes() http.Handler {
 	handle("GET /metrics", "/metrics", s.metrics.Handler())
 
 	gql := graph.NewHandler(s.db.Client, graph.Options{
+		Services: graph.Services{
+			Catalog:       catalog.New(s.db.Client, nil),
+			Subscriptions: subscriptions.New(s.db.Client),
+			Keys:          s.keys,
+			Provisioning:  provision.New(s.db.Client, s.langflow),
+		},
 		MaxComplexity:    s.cfg.GraphQLMaxComplexity,
 		MaxDepth:         s.cfg.GraphQLMaxDepth,
 		MaxPageSize:      s.cfg.GraphQLMaxPageSize,

@@ -7,6 +7,8 @@ import (
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
+
+	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
 // Agent is a provider's product. tenant_id is the provider.
@@ -23,18 +25,19 @@ func (Agent) Fields() []ent.Field {
 		field.String("slug").NotEmpty().MaxLen(63).Match(slugPattern),
 		field.Text("description").Default("").MaxLen(10000),
 		field.String("category").Default("").MaxLen(64).Annotations(entgql.OrderField("CATEGORY")),
-		field.Enum("status").Values("draft", "published", "archived").Default("draft").Annotations(entgql.OrderField("STATUS")),
-		field.String("waldur_offering_uuid").Optional().Nillable().Unique().MaxLen(64),
+		// Status moves only through publishAgent / unpublishAgent / archiveAgent.
+		field.Enum("status").Values("draft", "published", "archived").Default("draft").Annotations(entgql.OrderField("STATUS"), entgql.Skip(entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput)),
+		field.String("waldur_offering_uuid").Optional().Nillable().Unique().MaxLen(64).Annotations(entgql.Skip(entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput)),
 	}
 }
 
 // Edges of the Agent.
 func (Agent) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("tenant", Tenant.Type).Ref("agents").Field("tenant_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
-		edge.To("flows", Flow.Type).Annotations(noEdgeFilter()),
-		edge.To("plans", Plan.Type).Annotations(noEdgeFilter()),
-		edge.To("subscriptions", Subscription.Type).Annotations(noEdgeFilter()),
+		edge.From("tenant", Tenant.Type).Ref("agents").Field("tenant_id").Unique().Required().Immutable().Annotations(closedEdge()),
+		edge.To("flows", Flow.Type).Annotations(closedEdge()),
+		edge.To("plans", Plan.Type).Annotations(closedEdge()),
+		edge.To("subscriptions", Subscription.Type).Annotations(closedEdge()),
 	}
 }
 
@@ -45,11 +48,12 @@ func (Agent) Indexes() []ent.Index {
 
 // Annotations of the Agent.
 func (Agent) Annotations() []schema.Annotation {
-	return []schema.Annotation{entgql.RelayConnection(), entgql.QueryField(), entgql.MultiOrder()}
+	return []schema.Annotation{entgql.RelayConnection(), entgql.QueryField(), entgql.MultiOrder(),
+		entgql.Mutations(entgql.MutationCreate(), entgql.MutationUpdate())}
 }
 
 // Policy of the Agent.
-func (Agent) Policy() ent.Policy { return ownedPolicy() }
+func (Agent) Policy() ent.Policy { return writableBy(auth.RoleProvider) }
 
 // Interceptors of the Agent: the provider, and buyers that subscribe to it.
 func (Agent) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterCatalog("id")} }

@@ -8,6 +8,7 @@ import (
 	"entgo.io/ent/schema/field"
 
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
 // AgentConfig is the buyer's configuration of one subscription: persona, tweaks, widget
@@ -39,9 +40,9 @@ func (AgentConfig) Fields() []ent.Field {
 // Edges of the AgentConfig.
 func (AgentConfig) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("subscription", Subscription.Type).Ref("config").Field("subscription_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
-		edge.To("documents", Document.Type).Annotations(noEdgeFilter()),
-		edge.To("api_keys", APIKey.Type).Annotations(noEdgeFilter()),
+		edge.From("subscription", Subscription.Type).Ref("config").Field("subscription_id").Unique().Required().Immutable().Annotations(closedEdge()),
+		edge.To("documents", Document.Type).Annotations(closedEdge()),
+		edge.To("api_keys", APIKey.Type).Annotations(closedEdge()),
 	}
 }
 
@@ -50,11 +51,12 @@ func (AgentConfig) Indexes() []ent.Index { return []ent.Index{tenantIndex()} }
 
 // Annotations of the AgentConfig.
 func (AgentConfig) Annotations() []schema.Annotation {
-	return []schema.Annotation{entgql.RelayConnection(), entgql.QueryField("agentConfigs")}
+	return []schema.Annotation{entgql.RelayConnection(), entgql.QueryField("agentConfigs"),
+		entgql.Mutations(entgql.MutationUpdate())}
 }
 
 // Policy of the AgentConfig.
-func (AgentConfig) Policy() ent.Policy { return ownedPolicy() }
+func (AgentConfig) Policy() ent.Policy { return writableBy(auth.RoleCustomer) }
 
 // Interceptors of the AgentConfig.
 func (AgentConfig) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterOwned()} }

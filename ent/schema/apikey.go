@@ -9,6 +9,7 @@ import (
 	"entgo.io/ent/schema/index"
 
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
 // APIKey is a key that may invoke one config. Only the SHA-256 of the whole key is
@@ -43,7 +44,7 @@ func (APIKey) Fields() []ent.Field {
 // Edges of the APIKey.
 func (APIKey) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("config", AgentConfig.Type).Ref("api_keys").Field("config_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
+		edge.From("config", AgentConfig.Type).Ref("api_keys").Field("config_id").Unique().Required().Immutable().Annotations(closedEdge()),
 	}
 }
 
@@ -58,7 +59,7 @@ func (APIKey) Annotations() []schema.Annotation {
 }
 
 // Policy of the APIKey.
-func (APIKey) Policy() ent.Policy { return ownedPolicy() }
+func (APIKey) Policy() ent.Policy { return writableBy(auth.RoleCustomer) }
 
 // Interceptors of the APIKey.
 func (APIKey) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterOwned()} }

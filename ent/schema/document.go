@@ -8,6 +8,7 @@ import (
 	"entgo.io/ent/schema/field"
 
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
 // Document is a training document attached to a config.
@@ -35,7 +36,7 @@ func (Document) Fields() []ent.Field {
 // Edges of the Document.
 func (Document) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("config", AgentConfig.Type).Ref("documents").Field("config_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
+		edge.From("config", AgentConfig.Type).Ref("documents").Field("config_id").Unique().Required().Immutable().Annotations(closedEdge()),
 	}
 }
 
@@ -48,7 +49,7 @@ func (Document) Annotations() []schema.Annotation {
 }
 
 // Policy of the Document.
-func (Document) Policy() ent.Policy { return ownedPolicy() }
+func (Document) Policy() ent.Policy { return writableBy(auth.RoleCustomer) }
 
 // Interceptors of the Document.
 func (Document) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterOwned()} }

@@ -11,6 +11,7 @@ import (
 	"entgo.io/ent/schema/index"
 
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
 // Flow is one imported version of an agent's Langflow flow. tenant_id is the provider.
@@ -40,7 +41,7 @@ func (Flow) Fields() []ent.Field {
 // Edges of the Flow.
 func (Flow) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("agent", Agent.Type).Ref("flows").Field("agent_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
+		edge.From("agent", Agent.Type).Ref("flows").Field("agent_id").Unique().Required().Immutable().Annotations(closedEdge()),
 	}
 }
 
@@ -55,7 +56,7 @@ func (Flow) Annotations() []schema.Annotation {
 }
 
 // Policy of the Flow.
-func (Flow) Policy() ent.Policy { return ownedPolicy() }
+func (Flow) Policy() ent.Policy { return writableBy(auth.RoleProvider) }
 
 // Interceptors of the Flow: providers only; buyers never see flow internals.
 func (Flow) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterOwned()} }

@@ -29,7 +29,7 @@ func (Membership) Fields() []ent.Field {
 // Edges of the Membership.
 func (Membership) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("tenant", Tenant.Type).Ref("memberships").Field("tenant_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
+		edge.From("tenant", Tenant.Type).Ref("memberships").Field("tenant_id").Unique().Required().Immutable().Annotations(closedEdge()),
 	}
 }
 
@@ -48,7 +48,7 @@ func (Membership) Annotations() []schema.Annotation {
 }
 
 // Policy of the Membership.
-func (Membership) Policy() ent.Policy { return ownedPolicy() }
+func (Membership) Policy() ent.Policy { return adminWrites() }
 
 // Interceptors of the Membership.
 func (Membership) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterOwned()} }

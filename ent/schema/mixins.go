@@ -55,7 +55,7 @@ type TimeMixin struct{ mixin.Schema }
 func (TimeMixin) Fields() []ent.Field {
 	return []ent.Field{
 		field.Time("created_at").Default(time.Now).Immutable().
-			Annotations(entgql.OrderField("CREATED_AT")),
+			Annotations(entgql.OrderField("CREATED_AT"), entgql.Skip(entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput)),
 		field.Time("updated_at").Default(time.Now).UpdateDefault(time.Now).
 			Annotations(entgql.OrderField("UPDATED_AT"), entgql.Skip(entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput)),
 	}
@@ -66,6 +66,13 @@ func (TimeMixin) Fields() []ent.Field {
 func tenantField() ent.Field {
 	return field.String("tenant_id").GoType(pulid.ID("")).Immutable().
 		Annotations(entgql.Type("ID"), entgql.Skip(entgql.SkipMutationUpdateInput))
+}
+
+// derivedTenantField is a tenant_id that services set from the parent row (a plan's or a
+// flow's agent), never from client input: the client could name another tenant's agent.
+func derivedTenantField() ent.Field {
+	return field.String("tenant_id").GoType(pulid.ID("")).Immutable().
+		Annotations(entgql.Type("ID"), entgql.Skip(entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput))
 }
 
 // providerTenantField is the tenant that sells the agent a row is about. Rows that both
@@ -86,11 +93,15 @@ func tenantIndex(fields ...string) ent.Index {
 	return index.Fields(append([]string{"tenant_id"}, fields...)...)
 }
 
-// noEdgeFilter keeps an edge out of the generated GraphQL where-inputs. Edge filters are
-// SQL sub-queries that bypass the target's privacy filter, so through them a viewer
-// could probe rows of another tenant (a provider asking which buyer's config contains
-// a word). Every edge carries it; see privacy.go.
-func noEdgeFilter() schema.Annotation { return entgql.Skip(entgql.SkipWhereInput) }
+// closedEdge keeps an edge out of the generated GraphQL where-inputs and mutation
+// inputs. Edge filters are SQL sub-queries that bypass the target's privacy filter, so
+// through them a viewer could probe rows of another tenant (a provider asking which
+// buyer's config contains a word); edge ids in mutation inputs would let a client attach
+// rows it cannot see (another buyer's subscription to its plan). Mutations that link rows
+// take the ids as explicit arguments and resolve them with the caller's privacy.
+func closedEdge() schema.Annotation {
+	return entgql.Skip(entgql.SkipWhereInput, entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput)
+}
 
 // adminRole is the @hasRole(role: PLATFORM_ADMIN) directive.
 func adminRole() entgql.Directive {

@@ -9,6 +9,7 @@ import (
 	"entgo.io/ent/schema/index"
 
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
 // Plan is a price and its limits. tenant_id is the provider.
@@ -20,8 +21,8 @@ func (Plan) Mixin() []ent.Mixin { return []ent.Mixin{PrefixedID("pln"), TimeMixi
 // Fields of the Plan. Zero limits mean "no limit".
 func (Plan) Fields() []ent.Field {
 	return []ent.Field{
-		tenantField(),
-		field.String("agent_id").GoType(pulid.ID("")).Immutable().Annotations(entgql.Type("ID")),
+		derivedTenantField(),
+		field.String("agent_id").GoType(pulid.ID("")).Immutable().Annotations(entgql.Type("ID"), entgql.Skip(entgql.SkipMutationCreateInput)),
 		field.String("name").NotEmpty().MaxLen(200).Annotations(entgql.OrderField("NAME")),
 		field.Int64("price_amount").NonNegative().Default(0).Annotations(entgql.OrderField("PRICE")),
 		field.String("currency").MaxLen(3).MinLen(3).Default("EUR"),
@@ -31,17 +32,18 @@ func (Plan) Fields() []ent.Field {
 		field.Int("rpm_per_key").NonNegative().Default(60),
 		field.Int("rpm_per_tenant").NonNegative().Default(600),
 		field.Strings("tweakable_fields").Optional(),
-		field.Enum("status").Values("active", "archived").Default("active"),
-		field.String("stripe_price_id").Optional().Nillable().Unique().MaxLen(255),
-		field.String("waldur_plan_uuid").Optional().Nillable().Unique().MaxLen(64),
+		// Status moves only through archivePlan.
+		field.Enum("status").Values("active", "archived").Default("active").Annotations(entgql.Skip(entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput)),
+		field.String("stripe_price_id").Optional().Nillable().Unique().MaxLen(255).Annotations(entgql.Skip(entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput)),
+		field.String("waldur_plan_uuid").Optional().Nillable().Unique().MaxLen(64).Annotations(entgql.Skip(entgql.SkipMutationCreateInput, entgql.SkipMutationUpdateInput)),
 	}
 }
 
 // Edges of the Plan.
 func (Plan) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("agent", Agent.Type).Ref("plans").Field("agent_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
-		edge.To("subscriptions", Subscription.Type).Annotations(noEdgeFilter()),
+		edge.From("agent", Agent.Type).Ref("plans").Field("agent_id").Unique().Required().Immutable().Annotations(closedEdge()),
+		edge.To("subscriptions", Subscription.Type).Annotations(closedEdge()),
 	}
 }
 
@@ -52,11 +54,12 @@ func (Plan) Indexes() []ent.Index {
 
 // Annotations of the Plan.
 func (Plan) Annotations() []schema.Annotation {
-	return []schema.Annotation{entgql.RelayConnection(), entgql.QueryField()}
+	return []schema.Annotation{entgql.RelayConnection(), entgql.QueryField(),
+		entgql.Mutations(entgql.MutationCreate(), entgql.MutationUpdate())}
 }
 
 // Policy of the Plan.
-func (Plan) Policy() ent.Policy { return ownedPolicy() }
+func (Plan) Policy() ent.Policy { return writableBy(auth.RoleProvider) }
 
 // Interceptors of the Plan: the provider, and buyers subscribed to its agent.
 func (Plan) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterCatalog("agent_id")} }

@@ -12,6 +12,7 @@ import (
 	"github.com/gsvdev/agentregistry/ent/hook"
 	"github.com/gsvdev/agentregistry/ent/intercept"
 	"github.com/gsvdev/agentregistry/ent/privacy"
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
@@ -26,8 +27,12 @@ import (
 // Edge where-filters (hasXWith) are SQL sub-queries that do not pass through the target's
 // interceptor, so every edge is kept out of the GraphQL where-inputs (noEdgeFilter).
 //
-// Writes: privacy mutation policies. Until the portal's mutations exist only system code
-// and platform admins write; each mutation issue adds the role rules it needs.
+// Writes: privacy mutation policies. System code and platform admins write anything.
+// Otherwise a row is written by a member of its tenant holding the platform role that
+// owns that kind of row (providers: agents, flows, plans; customers: configs, documents,
+// keys): a create must name one of the viewer's tenants, and updates and deletes are
+// narrowed to the viewer's tenants in their WHERE clause, so another tenant's row is
+// simply not found. Everything else is denied.
 
 var (
 	slugPattern           = regexp.MustCompile(`^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$`)
@@ -142,11 +147,57 @@ func tenantPolicy() ent.Policy {
 	}
 }
 
-// ownedPolicy governs writes to tenant-owned rows.
-func ownedPolicy() ent.Policy {
+// adminWrites governs rows only platform admins (and system code) write: tenants'
+// projects and memberships, subscriptions.
+func adminWrites() ent.Policy {
 	return privacy.Policy{
 		Mutation: privacy.MutationPolicy{allowSystemOrAdmin(), privacy.AlwaysDenyRule()},
 	}
+}
+
+// writableBy governs rows that members of their tenant holding role may write.
+func writableBy(role auth.Role) ent.Policy {
+	return privacy.Policy{
+		Mutation: privacy.MutationPolicy{allowSystemOrAdmin(), tenantWriter(role), privacy.AlwaysDenyRule()},
+	}
+}
+
+// tenantWriter allows a write by a member of the row's tenant who holds role.
+func tenantWriter(role auth.Role) privacy.MutationRule {
+	type tenantScoped interface {
+		gen.Mutation
+		TenantID() (pulid.ID, bool)
+		WhereP(...func(*sql.Selector))
+	}
+	return privacy.MutationRuleFunc(func(ctx context.Context, m gen.Mutation) error {
+		v := auth.FromContext(ctx)
+		if v == nil || !v.HasRole(role) {
+			return privacy.Skip
+		}
+		tm, ok := m.(tenantScoped)
+		if !ok {
+			return privacy.Denyf("%s is not tenant scoped", m.Type())
+		}
+		if m.Op().Is(ent.OpCreate) {
+			if id, ok := tm.TenantID(); ok && v.MemberOf(id) {
+				return privacy.Allow
+			}
+			return privacy.Denyf("not a member of the tenant")
+		}
+		ids := v.TenantIDs()
+		tenants := make([]any, len(ids))
+		for i, id := range ids {
+			tenants[i] = string(id)
+		}
+		tm.WhereP(func(s *sql.Selector) {
+			if len(tenants) == 0 {
+				s.Where(sql.False())
+				return
+			}
+			s.Where(sql.In(s.C("tenant_id"), tenants...))
+		})
+		return privacy.Allow
+	})
 }
 
 // systemOnlyMutations: rows only the service itself writes (usage, inbox, outbox).

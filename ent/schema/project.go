@@ -26,7 +26,7 @@ func (Project) Fields() []ent.Field {
 // Edges of the Project.
 func (Project) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("tenant", Tenant.Type).Ref("projects").Field("tenant_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
+		edge.From("tenant", Tenant.Type).Ref("projects").Field("tenant_id").Unique().Required().Immutable().Annotations(closedEdge()),
 	}
 }
 
@@ -39,7 +39,7 @@ func (Project) Annotations() []schema.Annotation {
 }
 
 // Policy of the Project.
-func (Project) Policy() ent.Policy { return ownedPolicy() }
+func (Project) Policy() ent.Policy { return adminWrites() }
 
 // Interceptors of the Project.
 func (Project) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterOwned()} }

@@ -41,11 +41,11 @@ func (Subscription) Fields() []ent.Field {
 // Edges of the Subscription.
 func (Subscription) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.From("tenant", Tenant.Type).Ref("subscriptions").Field("tenant_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
-		edge.To("project", Project.Type).Field("project_id").Unique().Annotations(noEdgeFilter()),
-		edge.From("agent", Agent.Type).Ref("subscriptions").Field("agent_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
-		edge.From("plan", Plan.Type).Ref("subscriptions").Field("plan_id").Unique().Required().Annotations(noEdgeFilter()),
-		edge.To("config", AgentConfig.Type).Unique().Annotations(noEdgeFilter()),
+		edge.From("tenant", Tenant.Type).Ref("subscriptions").Field("tenant_id").Unique().Required().Immutable().Annotations(closedEdge()),
+		edge.To("project", Project.Type).Field("project_id").Unique().Annotations(closedEdge()),
+		edge.From("agent", Agent.Type).Ref("subscriptions").Field("agent_id").Unique().Required().Immutable().Annotations(closedEdge()),
+		edge.From("plan", Plan.Type).Ref("subscriptions").Field("plan_id").Unique().Required().Annotations(closedEdge()),
+		edge.To("config", AgentConfig.Type).Unique().Annotations(closedEdge()),
 	}
 }
 
@@ -73,7 +73,7 @@ func (Subscription) Annotations() []schema.Annotation {
 func (Subscription) Hooks() []ent.Hook { return []ent.Hook{copyProviderTenant()} }
 
 // Policy of the Subscription.
-func (Subscription) Policy() ent.Policy { return ownedPolicy() }
+func (Subscription) Policy() ent.Policy { return adminWrites() }
 
 // Interceptors of the Subscription: buyer and provider.
 func (Subscription) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterShared()} }

@@ -30,10 +30,10 @@ func (Tenant) Fields() []ent.Field {
 // Edges of the Tenant.
 func (Tenant) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.To("projects", Project.Type).Annotations(noEdgeFilter()),
-		edge.To("memberships", Membership.Type).Annotations(noEdgeFilter()),
-		edge.To("agents", Agent.Type).Annotations(noEdgeFilter()),
-		edge.To("subscriptions", Subscription.Type).Annotations(noEdgeFilter()),
+		edge.To("projects", Project.Type).Annotations(closedEdge()),
+		edge.To("memberships", Membership.Type).Annotations(closedEdge()),
+		edge.To("agents", Agent.Type).Annotations(closedEdge()),
+		edge.To("subscriptions", Subscription.Type).Annotations(closedEdge()),
 	}
 }
 

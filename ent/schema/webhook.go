@@ -78,7 +78,7 @@ func (UsageReport) Fields() []ent.Field {
 // Edges of the UsageReport.
 func (UsageReport) Edges() []ent.Edge {
 	return []ent.Edge{
-		edge.To("subscription", Subscription.Type).Field("subscription_id").Unique().Required().Immutable().Annotations(noEdgeFilter()),
+		edge.To("subscription", Subscription.Type).Field("subscription_id").Unique().Required().Immutable().Annotations(closedEdge()),
 	}
 }
 

@@ -25,6 +25,7 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	Mutation() MutationResolver
 	Query() QueryResolver
 	Viewer() ViewerResolver
 }
@@ -160,6 +161,11 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	CreateKeyPayload struct {
+		Key    func(childComplexity int) int
+		Secret func(childComplexity int) int
+	}
+
 	Document struct {
 		Config      func(childComplexity int) int
 		ConfigID    func(childComplexity int) int
@@ -231,6 +237,24 @@ type ComplexityRoot struct {
 	MembershipEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	Mutation struct {
+		ArchiveAgent       func(childComplexity int, id pulid.ID) int
+		ArchivePlan        func(childComplexity int, id pulid.ID) int
+		CreateAgent        func(childComplexity int, tenantID pulid.ID, input ent.CreateAgentInput) int
+		CreateKey          func(childComplexity int, input model.CreateKeyInput) int
+		CreatePlan         func(childComplexity int, agentID pulid.ID, input ent.CreatePlanInput) int
+		CreateSubscription func(childComplexity int, input model.CreateSubscriptionInput) int
+		DeprovisionFlow    func(childComplexity int, id pulid.ID) int
+		ProvisionFlow      func(childComplexity int, id pulid.ID) int
+		PublishAgent       func(childComplexity int, id pulid.ID) int
+		RevokeKey          func(childComplexity int, id pulid.ID) int
+		RotateKey          func(childComplexity int, id pulid.ID, graceSeconds *int) int
+		UnpublishAgent     func(childComplexity int, id pulid.ID) int
+		UpdateAgent        func(childComplexity int, id pulid.ID, input ent.UpdateAgentInput) int
+		UpdateAgentConfig  func(childComplexity int, id pulid.ID, input ent.UpdateAgentConfigInput) int
+		UpdatePlan         func(childComplexity int, id pulid.ID, input ent.UpdatePlanInput) int
 	}
 
 	PageInfo struct {
@@ -1021,6 +1045,19 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.AgentSubscriptionEdge.Node(childComplexity), true
 
+	case "CreateKeyPayload.key":
+		if e.ComplexityRoot.CreateKeyPayload.Key == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateKeyPayload.Key(childComplexity), true
+	case "CreateKeyPayload.secret":
+		if e.ComplexityRoot.CreateKeyPayload.Secret == nil {
+			break
+		}
+
+		return e.ComplexityRoot.CreateKeyPayload.Secret(childComplexity), true
+
 	case "Document.config":
 		if e.ComplexityRoot.Document.Config == nil {
 			break
@@ -1305,6 +1342,172 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.MembershipEdge.Node(childComplexity), true
+
+	case "Mutation.archiveAgent":
+		if e.ComplexityRoot.Mutation.ArchiveAgent == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_archiveAgent_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ArchiveAgent(childComplexity, args["id"].(pulid.ID)), true
+	case "Mutation.archivePlan":
+		if e.ComplexityRoot.Mutation.ArchivePlan == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_archivePlan_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ArchivePlan(childComplexity, args["id"].(pulid.ID)), true
+	case "Mutation.createAgent":
+		if e.ComplexityRoot.Mutation.CreateAgent == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createAgent_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateAgent(childComplexity, args["tenantID"].(pulid.ID), args["input"].(ent.CreateAgentInput)), true
+	case "Mutation.createKey":
+		if e.ComplexityRoot.Mutation.CreateKey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createKey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateKey(childComplexity, args["input"].(model.CreateKeyInput)), true
+	case "Mutation.createPlan":
+		if e.ComplexityRoot.Mutation.CreatePlan == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createPlan_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreatePlan(childComplexity, args["agentID"].(pulid.ID), args["input"].(ent.CreatePlanInput)), true
+	case "Mutation.createSubscription":
+		if e.ComplexityRoot.Mutation.CreateSubscription == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createSubscription_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateSubscription(childComplexity, args["input"].(model.CreateSubscriptionInput)), true
+	case "Mutation.deprovisionFlow":
+		if e.ComplexityRoot.Mutation.DeprovisionFlow == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deprovisionFlow_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeprovisionFlow(childComplexity, args["id"].(pulid.ID)), true
+	case "Mutation.provisionFlow":
+		if e.ComplexityRoot.Mutation.ProvisionFlow == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_provisionFlow_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ProvisionFlow(childComplexity, args["id"].(pulid.ID)), true
+	case "Mutation.publishAgent":
+		if e.ComplexityRoot.Mutation.PublishAgent == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_publishAgent_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.PublishAgent(childComplexity, args["id"].(pulid.ID)), true
+	case "Mutation.revokeKey":
+		if e.ComplexityRoot.Mutation.RevokeKey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_revokeKey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RevokeKey(childComplexity, args["id"].(pulid.ID)), true
+	case "Mutation.rotateKey":
+		if e.ComplexityRoot.Mutation.RotateKey == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_rotateKey_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RotateKey(childComplexity, args["id"].(pulid.ID), args["graceSeconds"].(*int)), true
+	case "Mutation.unpublishAgent":
+		if e.ComplexityRoot.Mutation.UnpublishAgent == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_unpublishAgent_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UnpublishAgent(childComplexity, args["id"].(pulid.ID)), true
+	case "Mutation.updateAgent":
+		if e.ComplexityRoot.Mutation.UpdateAgent == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateAgent_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateAgent(childComplexity, args["id"].(pulid.ID), args["input"].(ent.UpdateAgentInput)), true
+	case "Mutation.updateAgentConfig":
+		if e.ComplexityRoot.Mutation.UpdateAgentConfig == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateAgentConfig_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateAgentConfig(childComplexity, args["id"].(pulid.ID), args["input"].(ent.UpdateAgentConfigInput)), true
+	case "Mutation.updatePlan":
+		if e.ComplexityRoot.Mutation.UpdatePlan == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updatePlan_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdatePlan(childComplexity, args["id"].(pulid.ID), args["input"].(ent.UpdatePlanInput)), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -2264,6 +2467,10 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		ec.unmarshalInputAgentSubscriptionOrder,
 		ec.unmarshalInputAgentSubscriptionWhereInput,
 		ec.unmarshalInputAgentWhereInput,
+		ec.unmarshalInputCreateAgentInput,
+		ec.unmarshalInputCreateKeyInput,
+		ec.unmarshalInputCreatePlanInput,
+		ec.unmarshalInputCreateSubscriptionInput,
 		ec.unmarshalInputDocumentOrder,
 		ec.unmarshalInputDocumentWhereInput,
 		ec.unmarshalInputFlowOrder,
@@ -2276,6 +2483,9 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		ec.unmarshalInputProjectWhereInput,
 		ec.unmarshalInputTenantOrder,
 		ec.unmarshalInputTenantWhereInput,
+		ec.unmarshalInputUpdateAgentConfigInput,
+		ec.unmarshalInputUpdateAgentInput,
+		ec.unmarshalInputUpdatePlanInput,
 		ec.unmarshalInputUsageDailyOrder,
 		ec.unmarshalInputUsageDailyWhereInput,
 		ec.unmarshalInputUsageRecordOrder,
@@ -2317,6 +2527,21 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			}
 
 			return &response
+		}
+	case ast.Mutation:
+		return func(ctx context.Context) *graphql.Response {
+			if !first {
+				return nil
+			}
+			first = false
+			ctx = graphql.WithUnmarshalerMap(ctx, inputUnmarshalMap)
+			data := ec._Mutation(ctx, opCtx.Operation.SelectionSet)
+			var buf bytes.Buffer
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
 		}
 
 	default:
@@ -3463,6 +3688,31 @@ input AgentWhereInput {
   waldurOfferingUUIDNotNil: Boolean
   waldurOfferingUUIDEqualFold: String
   waldurOfferingUUIDContainsFold: String
+}
+"""
+CreateAgentInput is used for create Agent object.
+Input was generated by ent.
+"""
+input CreateAgentInput {
+  name: String!
+  slug: String!
+  description: String
+  category: String
+}
+"""
+CreatePlanInput is used for create Plan object.
+Input was generated by ent.
+"""
+input CreatePlanInput {
+  name: String!
+  priceAmount: Int
+  currency: String
+  interval: PlanInterval
+  requestsPerMonth: Int
+  tokensPerMonth: Int
+  rpmPerKey: Int
+  rpmPerTenant: Int
+  tweakableFields: [String!]
 }
 """
 Define a Relay Cursor type:
@@ -4967,6 +5217,52 @@ input TenantWhereInput {
 The builtin Time type
 """
 scalar Time
+"""
+UpdateAgentConfigInput is used for update AgentConfig object.
+Input was generated by ent.
+"""
+input UpdateAgentConfigInput {
+  displayName: String
+  systemPrompt: String
+  greeting: String
+  avatarURL: String
+  tweaks: Map
+  clearTweaks: Boolean
+  widgetTheme: AgentConfigWidgetTheme
+  widgetPosition: String
+  widgetPrimaryColor: String
+  widgetTitle: String
+  allowedOrigins: [String!]
+  appendAllowedOrigins: [String!]
+  clearAllowedOrigins: Boolean
+}
+"""
+UpdateAgentInput is used for update Agent object.
+Input was generated by ent.
+"""
+input UpdateAgentInput {
+  name: String
+  slug: String
+  description: String
+  category: String
+}
+"""
+UpdatePlanInput is used for update Plan object.
+Input was generated by ent.
+"""
+input UpdatePlanInput {
+  name: String
+  priceAmount: Int
+  currency: String
+  interval: PlanInterval
+  requestsPerMonth: Int
+  tokensPerMonth: Int
+  rpmPerKey: Int
+  rpmPerTenant: Int
+  tweakableFields: [String!]
+  appendTweakableFields: [String!]
+  clearTweakableFields: Boolean
+}
 type UsageDaily implements Node {
   id: ID!
   tenantID: ID!
@@ -5947,6 +6243,67 @@ input WebhookEventWhereInput {
   processedAtNotNil: Boolean
 }
 `, BuiltIn: false},
+	{Name: "../schema/mutations.graphqls", Input: `# The portal's mutations. Every mutation runs with the caller's privacy: a tenant's rows
+# are written only by its members holding the matching role (see ent/schema/privacy.go),
+# and ids of another tenant's rows are simply not found.
+
+extend type Mutation {
+  "Create a draft agent in one of the caller's provider tenants."
+  createAgent(tenantID: ID!, input: CreateAgentInput!): Agent! @hasRole(role: PROVIDER)
+  updateAgent(id: ID!, input: UpdateAgentInput!): Agent! @hasRole(role: PROVIDER)
+  "Take an agent out of the catalogue for good."
+  archiveAgent(id: ID!): Agent! @hasRole(role: PROVIDER)
+  "Put an agent on sale: needs a provisioned flow and an active plan."
+  publishAgent(id: ID!): Agent! @hasRole(role: PROVIDER)
+  unpublishAgent(id: ID!): Agent! @hasRole(role: PROVIDER)
+
+  createPlan(agentID: ID!, input: CreatePlanInput!): Plan! @hasRole(role: PROVIDER)
+  updatePlan(id: ID!, input: UpdatePlanInput!): Plan! @hasRole(role: PROVIDER)
+  archivePlan(id: ID!): Plan! @hasRole(role: PROVIDER)
+
+  "Deploy a flow version to the Langflow runtime (idempotent)."
+  provisionFlow(id: ID!): Flow! @hasRole(role: PROVIDER)
+  "Remove a flow version from the runtime (idempotent)."
+  deprovisionFlow(id: ID!): Flow! @hasRole(role: PROVIDER)
+
+  "Change a subscription's configuration: persona, tweaks, widget, allowed origins."
+  updateAgentConfig(id: ID!, input: UpdateAgentConfigInput!): AgentConfig! @hasRole(role: CUSTOMER)
+
+  "Mint an API key for a config. The secret is in the payload once and never again."
+  createKey(input: CreateKeyInput!): CreateKeyPayload! @hasRole(role: CUSTOMER)
+  "Revoke a key now, on every replica."
+  revokeKey(id: ID!): APIKey! @hasRole(role: CUSTOMER)
+  "Replace a key; the old one keeps working for graceSeconds (default 86400)."
+  rotateKey(id: ID!, graceSeconds: Int): CreateKeyPayload! @hasRole(role: CUSTOMER)
+
+  "Give a tenant access to a plan's agent, with a fresh config (platform admins)."
+  createSubscription(input: CreateSubscriptionInput!): AgentSubscription! @hasRole(role: PLATFORM_ADMIN)
+}
+
+type Mutation
+
+input CreateKeyInput {
+  configID: ID!
+  name: String!
+  kind: APIKeyKind! = secret
+  "invoke, widget:invoke, usage:read. Default: invoke (secret) or widget:invoke (publishable)."
+  scopes: [String!]
+  "Default: one year from now."
+  expiresAt: Time
+}
+
+type CreateKeyPayload {
+  key: APIKey!
+  "The whole key. Shown once: only its hash is stored."
+  secret: String!
+}
+
+input CreateSubscriptionInput {
+  tenantID: ID!
+  planID: ID!
+  projectID: ID
+}
+`, BuiltIn: false},
 	{Name: "../schema/scalars.graphqls", Input: `scalar Map
 `, BuiltIn: false},
 	{Name: "../schema/schema.graphqls", Input: `# Hand-written part of the portal's API. Types of every entity, their connections,
@@ -6243,6 +6600,16 @@ func (ec *executionContext) childFields_AgentSubscriptionEdge(ctx context.Contex
 		return ec.fieldContext_AgentSubscriptionEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type AgentSubscriptionEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_CreateKeyPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "key":
+		return ec.fieldContext_CreateKeyPayload_key(ctx, field)
+	case "secret":
+		return ec.fieldContext_CreateKeyPayload_secret(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type CreateKeyPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_Document(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

@@ -7,10 +7,35 @@ import (
 	"fmt"
 	"io"
 	"strconv"
+	"time"
 
 	"github.com/gsvdev/agentregistry/ent"
+	"github.com/gsvdev/agentregistry/ent/apikey"
 	"github.com/gsvdev/agentregistry/ent/membership"
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 )
+
+type CreateKeyInput struct {
+	ConfigID pulid.ID    `json:"configID"`
+	Name     string      `json:"name"`
+	Kind     apikey.Kind `json:"kind"`
+	// invoke, widget:invoke, usage:read. Default: invoke (secret) or widget:invoke (publishable).
+	Scopes []string `json:"scopes,omitempty"`
+	// Default: one year from now.
+	ExpiresAt *time.Time `json:"expiresAt,omitempty"`
+}
+
+type CreateKeyPayload struct {
+	Key *ent.APIKey `json:"key"`
+	// The whole key. Shown once: only its hash is stored.
+	Secret string `json:"secret"`
+}
+
+type CreateSubscriptionInput struct {
+	TenantID  pulid.ID  `json:"tenantID"`
+	PlanID    pulid.ID  `json:"planID"`
+	ProjectID *pulid.ID `json:"projectID,omitempty"`
+}
 
 type ViewerMembership struct {
 	Tenant *ent.Tenant     `json:"tenant"`

@@ -240,7 +240,23 @@ func TestCreateStoresOnlyTheHash(t *testing.T) {
 	}
 }
 
-func TestCreateIsDeniedToCustomers(t *testing.T) {
+// A customer creates keys for its own tenant's configs; another tenant's config is not
+// found, and a provider (wrong role) or an anonymous caller is refused.
+func TestCreateAuthorization(t *testing.T) {
+	for _, driver := range dbtest.Drivers(t) {
+		t.Run(driver, func(t *testing.T) {
+			f := newFixture(t, driver)
+			v := &auth.Viewer{Subject: "cust", Roles: []auth.Role{auth.RoleCustomer},
+				Tenants: []auth.TenantMembership{{TenantID: f.a.tenant, Role: auth.TenantMember}}}
+			c, err := f.svc.Create(auth.NewContext(context.Background(), v), CreateParams{ConfigID: f.a.config, Name: "mine", Kind: apikey.KindSecret})
+			if err != nil || c.Secret == "" || c.Key.TenantID != f.a.tenant {
+				t.Fatalf("customer creating a key for its own config: %v", err)
+			}
+		})
+	}
+}
+
+func TestCreateIsDeniedOutsideTheTenantOrRole(t *testing.T) {
 	for _, driver := range dbtest.Drivers(t) {
 		t.Run(driver, func(t *testing.T) {
 			f := newFixture(t, driver)
@@ -258,8 +274,10 @@ func TestCreateIsDeniedToCustomers(t *testing.T) {
 				// Another tenant's config is invisible: not found, not forbidden.
 				{"other tenant's config", customerOf(f.b.tenant, auth.TenantOwner), f.a.config, ent.IsNotFound, "not found"},
 				{"member of no tenant", &auth.Viewer{Subject: "nobody", Roles: []auth.Role{auth.RoleCustomer}}, f.a.config, ent.IsNotFound, "not found"},
-				// Own config: mutations by non-admin viewers are denied by policy for now.
-				{"own config", customerOf(f.a.tenant, auth.TenantOwner), f.a.config, func(err error) bool { return errors.Is(err, privacy.Deny) }, "privacy deny"},
+				// Own config, but the wrong platform role: keys are the customer role's.
+				{"own config as a provider", &auth.Viewer{Subject: "prov", Roles: []auth.Role{auth.RoleProvider},
+					Tenants: []auth.TenantMembership{{TenantID: f.a.tenant, Role: auth.TenantOwner}}}, f.a.config,
+					func(err error) bool { return errors.Is(err, privacy.Deny) }, "privacy deny"},
 				{"no viewer at all", nil, f.a.config, func(err error) bool { return err != nil }, "an error"},
 			} {
 				t.Run(tc.name, func(t *testing.T) {
