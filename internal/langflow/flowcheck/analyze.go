@@ -43,8 +43,9 @@ type analyzer struct {
 	// nodesSeen counts nodes including those inside groups, for MaxNodes.
 	nodesSeen int
 	// complete is set once every node was scanned for secrets; Strip must
-	// not hand back an export it did not fully look at.
-	complete bool
+	// not hand back an export it did not fully look at. unscanned records
+	// group nodes left out for nesting too deep.
+	complete, unscanned bool
 }
 
 func newAnalyzer(opts Options) *analyzer {
@@ -185,7 +186,7 @@ func (a *analyzer) analyze(doc map[string]any) {
 	if a.nodesSeen > a.opts.MaxNodes {
 		a.errorf(CodeTooManyNodes, "", "The flow has %d nodes counting those inside groups; the limit is %d.", a.nodesSeen, a.opts.MaxNodes)
 	} else {
-		a.complete = true
+		a.complete = !a.unscanned
 	}
 
 	a.checkGraph(nodes, edges)

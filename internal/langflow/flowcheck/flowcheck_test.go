@@ -666,6 +666,29 @@ func TestStripSkippedNodes(t *testing.T) {
 	mustNotContain(t, out, "duplicate-node-secret-1", "no-id-node-secret-1")
 }
 
+// A password-flagged code field is blanked, not re-scanned; groups nested
+// too deep are refused, not silently skipped.
+func TestStripEdgeCases(t *testing.T) {
+	pwCode := passwordField("pw code sk-aaaaaaaaaaaaaaaaaaaaaaaaaa1 and more", false)
+	pwCode["type"] = "code"
+	out, rep, err := Strip(encode(t, basic(component("Model-1", "X", obj{"code": pwCode}))))
+	if err != nil || len(rep.Secrets) != 1 {
+		t.Fatalf("err=%v secrets=%+v", err, rep.Secrets)
+	}
+	mustNotContain(t, out, "pw code", "and more")
+
+	leaf := component("Leaf", "X", obj{"api_key": passwordField("deep-group-secret-1", false)})
+	for i := range maxGroupDepth + 1 {
+		g := component(fmt.Sprintf("Group-%d", i), "GroupNode", nil)
+		g["data"].(obj)["node"].(obj)["flow"] = obj{"data": obj{"nodes": []any{leaf}}}
+		leaf = g
+	}
+	raw := encode(t, basic(leaf))
+	if _, rep, err := Strip(raw); err == nil || !hasCode(rep.Errors, CodeTooDeep) {
+		t.Errorf("err=%v errors=%+v", err, rep.Errors)
+	}
+}
+
 func TestStripKeepsExport(t *testing.T) {
 	f := basic(component("Model-1", "LanguageModelComponent", obj{
 		"api_key":     passwordField("literal-secret-value-123", false),

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -16,21 +15,88 @@ import (
 // format we look for, so a stripped export checks clean.
 const redacted = "<redacted>"
 
-// keyPattern matches credentials by their published prefixes: OpenAI and
-// Anthropic (sk-), Stripe, AWS access key ids, GitHub, Slack, Google API
-// keys, Hugging Face. It is RE2, so matching is linear in the code's length
-// whatever the input; keyHints lets code without any prefix skip it.
-var keyPattern = regexp.MustCompile(`\b(?:` +
-	`sk-(?:proj-|ant-|svcacct-|admin-)?[A-Za-z0-9_\-]{20,}` +
-	`|[rs]k_(?:live|test)_[A-Za-z0-9]{16,}` +
-	`|(?:AKIA|ASIA)[0-9A-Z]{16}\b` +
-	`|gh[pousr]_[A-Za-z0-9]{30,}` +
-	`|github_pat_[A-Za-z0-9_]{30,}` +
-	`|xox[abposr]-[A-Za-z0-9\-]{10,}` +
-	`|AIza[0-9A-Za-z_\-]{35}` +
-	`|hf_[A-Za-z0-9]{30,})`)
+// keyRule describes one credential format by its published prefix: after
+// the prefix come at least min (and at most max, when max > 0) bytes of
+// the class; boundary requires a non-word byte after the key.
+type keyRule struct {
+	prefix   string
+	class    func(byte) bool
+	min, max int
+	boundary bool
+}
 
-var keyHints = []string{"sk-", "k_live_", "k_test_", "AKIA", "ASIA", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "xox", "AIza", "hf_"}
+func isAlnum(c byte) bool {
+	return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+}
+func isAlnumDash(c byte) bool  { return isAlnum(c) || c == '-' }
+func isAlnumUnder(c byte) bool { return isAlnum(c) || c == '_' }
+func isTokenByte(c byte) bool  { return isAlnum(c) || c == '_' || c == '-' }
+func isUpperDigit(c byte) bool { return c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' }
+
+// keyRules: OpenAI and Anthropic (sk-, sk-proj-, sk-ant-… all continue in
+// the same alphabet), Stripe, AWS access key ids, GitHub, Slack, Google API
+// keys, Hugging Face. They are matched by hand (findKeys) rather than by a
+// regexp: Go's regexp engine managed about 2 MB/s on a code field crafted
+// to be full of near-misses, and a linear scan per prefix does hundreds.
+var keyRules = func() []keyRule {
+	rules := []keyRule{
+		{prefix: "sk-", class: isTokenByte, min: 20},
+		{prefix: "github_pat_", class: isAlnumUnder, min: 30},
+		{prefix: "AIza", class: isTokenByte, min: 35, max: 35},
+	}
+	for _, p := range []string{"sk_live_", "sk_test_", "rk_live_", "rk_test_"} {
+		rules = append(rules, keyRule{prefix: p, class: isAlnum, min: 16})
+	}
+	for _, p := range []string{"AKIA", "ASIA"} {
+		rules = append(rules, keyRule{prefix: p, class: isUpperDigit, min: 16, max: 16, boundary: true})
+	}
+	for _, p := range []string{"ghp_", "gho_", "ghu_", "ghs_", "ghr_", "hf_"} {
+		rules = append(rules, keyRule{prefix: p, class: isAlnum, min: 30})
+	}
+	for _, c := range "abposr" {
+		rules = append(rules, keyRule{prefix: "xox" + string(c) + "-", class: isAlnumDash, min: 10})
+	}
+	return rules
+}()
+
+// findKeys returns the [start, end) spans of credentials in s, in no
+// particular order and possibly overlapping across rules. Matches of one
+// rule do not overlap, and the search resumes after each match, so the
+// work is linear in len(s) per rule.
+func findKeys(s string) [][2]int {
+	var out [][2]int
+	for _, r := range keyRules {
+		for from := 0; from < len(s); {
+			i := strings.Index(s[from:], r.prefix)
+			if i < 0 {
+				break
+			}
+			start := from + i
+			from = start + 1
+			if start > 0 && isIdentByte(s[start-1]) {
+				continue // not at a word boundary: part of a longer name
+			}
+			j := start + len(r.prefix)
+			limit := len(s)
+			if r.max > 0 {
+				limit = min(limit, j+r.max)
+			}
+			k := j
+			for k < limit && r.class(s[k]) {
+				k++
+			}
+			if k-j < r.min {
+				continue
+			}
+			if r.boundary && k < len(s) && isIdentByte(s[k]) {
+				continue
+			}
+			out = append(out, [2]int{start, k})
+			from = k
+		}
+	}
+	return out
+}
 
 // credentialWords mark a variable or key name whose quoted literal is a
 // credential: api_key = "…", "token": '…', password="…".
@@ -66,8 +132,7 @@ func looksLikeKey(s string) bool {
 }
 
 func isKnownKey(s string) bool {
-	loc := keyPattern.FindStringIndex(s)
-	return loc != nil && loc[0] == 0 && loc[1] == len(s)
+	return slices.Contains(findKeys(s), [2]int{0, len(s)})
 }
 
 func (a *analyzer) secret(nodeID, field, kind, value string) {
@@ -96,13 +161,19 @@ func (a *analyzer) scanComponent(nodeID, typ string, body map[string]any, depth 
 			a.scanField(nodeID, k, field, mcp)
 		}
 	}
-	if depth >= maxGroupDepth {
-		return
-	}
 	// Group nodes: data.node.flow.data.nodes[].data.node.
 	flow, _ := body["flow"].(map[string]any)
 	data, _ := flow["data"].(map[string]any)
 	inner, _ := data["nodes"].([]any)
+	if len(inner) == 0 {
+		return
+	}
+	if depth >= maxGroupDepth {
+		// Refused rather than skipped: unscanned nodes could keep secrets.
+		a.errorf(CodeTooDeep, nodeID, "Groups are nested more than %d levels deep inside %q.", maxGroupDepth, nodeID)
+		a.unscanned = true
+		return
+	}
 	a.nodesSeen += len(inner)
 	if a.nodesSeen > a.opts.MaxNodes {
 		return
@@ -167,6 +238,7 @@ func (a *analyzer) scanField(nodeID, key string, field map[string]any, mcp bool)
 	fromDB := field["load_from_db"] == true
 	password := field["password"] == true
 
+	blanked := false
 	switch {
 	case fromDB && isString && value != "":
 		// The value names a Langflow global variable, unless someone pasted
@@ -174,22 +246,24 @@ func (a *analyzer) scanField(nodeID, key string, field map[string]any, mcp bool)
 		// name and fail, and the key would still be in the file.
 		if password && isKnownKey(strings.TrimSpace(value)) {
 			a.secret(nodeID, key, KindPasswordField, value)
-			field["value"] = ""
+			field["value"], blanked = "", true
 		} else {
 			a.globals[value] = struct{}{}
 		}
 	case password && isString && value != "":
 		a.secret(nodeID, key, KindPasswordField, value)
-		field["value"] = ""
+		field["value"], blanked = "", true
 	}
 
-	if isString && value != "" && (key == "code" || field["type"] == "code") {
+	// A blanked field is done: scanning its old value again would write
+	// part of the secret back.
+	if !blanked && isString && value != "" && (key == "code" || field["type"] == "code") {
 		if out, changed := a.scanCode(nodeID, key, value); changed {
 			field["value"] = out
 		}
 	}
 
-	if mcp {
+	if mcp && !blanked {
 		if kind := mcpKind(key); kind != "" {
 			if v, ok := field["value"]; ok {
 				if out, changed := a.scanMCP(nodeID, key, kind, v, 0); changed {
@@ -205,10 +279,8 @@ func (a *analyzer) scanField(nodeID, key string, field map[string]any, mcp bool)
 func (a *analyzer) scanCode(nodeID, key, src string) (string, bool) {
 	type span struct{ start, end int }
 	var spans []span
-	if slices.ContainsFunc(keyHints, func(h string) bool { return strings.Contains(src, h) }) {
-		for _, loc := range keyPattern.FindAllStringIndex(src, -1) {
-			spans = append(spans, span{loc[0], loc[1]})
-		}
+	for _, loc := range findKeys(src) {
+		spans = append(spans, span{loc[0], loc[1]})
 	}
 	for _, lit := range assignedLiterals(src) {
 		spans = append(spans, span{lit[0], lit[1]})
