@@ -150,6 +150,9 @@ func answer(input string) string { return "[You are a friendly demo assistant.] 
 
 // observeAnswers records every text the last answer bubble shows, to prove streaming.
 const observeAnswers = `(() => { window.__seen = []; const r = ` + shadow + `;
+	window.__typingSeen = false;
+	new MutationObserver(() => { if (!r.querySelector('.typing').hidden) window.__typingSeen = true; })
+	.observe(r.querySelector('.typing'), {attributes: true});
 	new MutationObserver(() => { const b = r.querySelectorAll('.msg.bot:not(.greeting) .text');
 		if (b.length) window.__seen.push(b[b.length - 1].textContent); })
 	.observe(r.querySelector('.log'), {subtree: true, childList: true, characterData: true}); return true; })()`
@@ -231,6 +234,9 @@ func TestBrowserChat(t *testing.T) {
 			partial = true
 		}
 	}
+	if !eval[bool](t, ctx, `window.__typingSeen`) {
+		t.Error("the typing indicator never showed")
+	}
 	if !partial {
 		t.Fatalf("no partial answer was shown before the final one: %q", seen)
 	}
@@ -297,6 +303,17 @@ func TestBrowserRetry(t *testing.T) {
 	if !eval[bool](t, ctx, in(".alert")+`.hidden`) {
 		t.Fatal("the failure is still shown after a successful retry")
 	}
+
+	// "New conversation" in the middle of an answer drops it quietly: no failure shown,
+	// and the widget is ready for the next message.
+	sendMessage(t, ctx, strings.Repeat("word ", 40))
+	waitFor(t, ctx, "the answer streaming", botTexts+`.length === 2`)
+	run(t, ctx, chromedp.Click(chromedp.JSPath(in(".reset"))), chromedp.Sleep(400*time.Millisecond))
+	if got := eval[string](t, ctx, `[`+botTexts+`.length, `+in(".alert")+`.hidden, `+in(".send")+`.disabled, `+in(".typing")+`.hidden].join()`); got != "0,true,false,true" {
+		t.Fatalf("after a reset mid-answer (answers, alert hidden, send disabled, typing hidden): %s", got)
+	}
+	sendMessage(t, ctx, "again")
+	waitAnswer(t, ctx, 1, answer("again"))
 }
 
 // What the agent or the visitor writes is shown as text: markup in an answer runs nothing.
@@ -534,6 +551,7 @@ func TestBrowserAPI(t *testing.T) {
 	host := e.hostServer(map[string]hostPage{
 		"open": {init: `{configId: "{{config}}", apiKey: "{{key}}", startOpen: true, title: "Page title",
 			greeting: "Page greeting", position: "bottom-left", theme: {primary: "rgb(10, 120, 60)"}, user: {id: "u1", name: "Ann"}}`},
+		"head": {head: true, init: `{configId: "{{config}}", apiKey: "{{key}}"}`},
 		"inline": {body: `<div id="chatbox" style="width: 400px; height: 500px"></div>`,
 			init: `{configId: "{{config}}", apiKey: "{{key}}", container: "#chatbox", theme: "dark"}`},
 	})
@@ -563,6 +581,13 @@ func TestBrowserAPI(t *testing.T) {
 	eval[bool](t, ctx, `(GSVWidget.destroy(), true)`)
 	waitFor(t, ctx, "destroyed", `document.querySelector('gsv-widget') === null`)
 
+	// Loaded from <head>, before <body> exists.
+	run(t, ctx, chromedp.Navigate(host.URL+"/p/head"))
+	waitLauncher(t, ctx)
+	if got := eval[string](t, ctx, `document.querySelector('gsv-widget').parentNode.tagName`); got != "BODY" {
+		t.Fatalf("mounted under %s", got)
+	}
+
 	run(t, ctx, chromedp.Navigate(host.URL+"/p/inline"))
 	waitFor(t, ctx, "the inline chat", `document.querySelector('#chatbox > gsv-widget') !== null && `+in(".panel")+` !== null`)
 	inline := eval[string](t, ctx, `(() => { const r = `+shadow+`, p = r.querySelector('.panel').getBoundingClientRect(),
@@ -575,4 +600,24 @@ func TestBrowserAPI(t *testing.T) {
 	}
 	sendMessage(t, ctx, "inline hello")
 	waitAnswer(t, ctx, 1, answer("inline hello"))
+}
+
+// The dev demo page, served by the service itself (same origin: the config GET carries no
+// Origin), chats with the seeded config once the service's origin is allowed, as the
+// seed allows http://127.0.0.1:8080 for `make run`.
+func TestBrowserDemoPage(t *testing.T) {
+	e := newEnv(t)
+	ctx := newBrowser(t)
+	e.allowOrigins(e.svc.URL)
+	run(t, ctx, chromedp.Navigate(e.svc.URL+"/widget/demo"))
+	waitLauncher(t, ctx)
+	if got := eval[string](t, ctx, `document.getElementById('origin').textContent`); got != e.svc.URL {
+		t.Fatalf("demo page shows origin %q", got)
+	}
+	openPanel(t, ctx)
+	if got := eval[string](t, ctx, in(".msg.greeting .text")+`.textContent`); got != "Hi! Say something and I will say it back." {
+		t.Fatalf("greeting %q: the config was not read", got)
+	}
+	sendMessage(t, ctx, "demo")
+	waitAnswer(t, ctx, 1, answer("demo"))
 }

@@ -131,6 +131,8 @@ type hostPage struct {
 	init string
 	// body is extra markup before the scripts.
 	body string
+	// head puts the loader and the init call in <head>, before <body> exists.
+	head bool
 }
 
 // hostServer serves customer pages on a loopback origin of its own, distinct from the
@@ -148,18 +150,24 @@ func (e *env) hostServer(pages map[string]hostPage) *httptest.Server {
 			init = `{configId: "{{config}}", apiKey: "{{key}}"}`
 		}
 		init = strings.NewReplacer("{{config}}", string(e.configID), "{{key}}", e.pubKey).Replace(init)
+		scripts := fmt.Sprintf("<script src=\"%s/widget/loader.js\"></script>\n<script>GSVWidget.init(%s);</script>",
+			html.EscapeString(e.svc.URL), init)
+		head, body := "", scripts
+		if p.head {
+			head, body = scripts, ""
+		}
 		w.Header().Set("Content-Type", "text/html; charset=utf-8")
 		fmt.Fprintf(w, `<!doctype html>
 <html><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>customer page</title>
 <style>body { font-family: serif; margin: 0; padding: 24px; background: #fafafa; } %s</style>
+%s
 </head><body>
 <h1>A customer's page</h1>
 <p>Some content of the host site. <a href="#" id="first-link">a link</a></p>
 %s
-<script src="%s/widget/loader.js"></script>
-<script>GSVWidget.init(%s);</script>
-</body></html>`, p.css, p.body, html.EscapeString(e.svc.URL), init)
+%s
+</body></html>`, p.css, head, p.body, body)
 	}))
 	e.t.Cleanup(srv.Close)
 	return srv

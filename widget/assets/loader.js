@@ -4,7 +4,8 @@
 (function (w, d) {
   "use strict";
   if (w.GSVWidget && w.GSVWidget._base) return; // pasted twice: the first one wins
-  var s = d.currentScript;
+  // currentScript is null when the snippet was injected by a tag manager after load.
+  var s = d.currentScript || d.querySelector('script[src*="/widget/loader.js"]');
   // The service's root is where this file came from, whatever the page's origin.
   var base = s && s.src ? s.src.replace(/\/widget\/loader\.js([?#].*)?$/, "") : "";
   var q = [];

@@ -466,7 +466,10 @@
   };
 
   Widget.prototype.reset = function () {
-    if (this.ctl) this.ctl.abort();
+    // Forget the call in flight first, so its abort is not reported as a failure.
+    var ctl = this.ctl;
+    this.ctl = null;
+    if (ctl) ctl.abort();
     this.state = { sid: null, msgs: [] };
     this.save();
     this.pending = null;
@@ -568,7 +571,9 @@
       self.sendBtn.disabled = false;
     }, function (err) {
       if (ctl !== self.ctl || self.dead) return; // reset or destroyed meanwhile
-      var known = err && (err.code || err.status);
+      // Our own failures carry a status or a gateway code; anything else (TypeError,
+      // a DOMException) is the network or CORS, which networkFailure tells apart.
+      var known = err && (err.status || (typeof err.code === "string" && err.code));
       (known ? Promise.resolve(err) : networkFailure()).then(function (f) {
         if (ctl !== self.ctl || self.dead) return;
         self.ctl = null;
@@ -583,7 +588,9 @@
 
   Widget.prototype.destroy = function () {
     this.dead = true;
-    if (this.ctl) this.ctl.abort();
+    var ctl = this.ctl;
+    this.ctl = null;
+    if (ctl) ctl.abort();
     if (this.cfgCtl) this.cfgCtl.abort();
     if (this.host && this.host.parentNode) this.host.parentNode.removeChild(this.host);
   };
