@@ -323,7 +323,7 @@ func (a *analyzer) detectFormat(lastTested string, nodes []node, rawEdges []any)
 	switch {
 	case decisive || (noOutputs && weak > 0):
 		a.rep.Format = Format0x
-		a.errorf(CodeLangflow0x, "", "This is a Langflow 0.x export (%s). Langflow 1.x imports such files but cannot run them: the component model and edge format changed in 1.0. Rebuild or open the flow in Langflow 1.x, export it again from there, and import that file.", strings.Join(reasons, "; "))
+		a.errorf(CodeLangflow0x, "", "This is a Langflow 0.x export (%s). Langflow 1.x may accept the file but cannot run it: the component model and edge format changed in 1.0. Rebuild or open the flow in Langflow 1.x, export it again from there, and import that file.", strings.Join(reasons, "; "))
 	case strings.HasPrefix(lastTested, "1.") || withOutputs > 0:
 		a.rep.Format = Format1x
 	}
@@ -414,7 +414,7 @@ func (a *analyzer) checkGraph(nodes []node, edges []edge) {
 		for _, i := range cyc {
 			ids = append(ids, components[i].id)
 		}
-		a.infof(CodeCycle, "", "The flow has loop edges through %s; Langflow 1.x runs loops (Loop component), so this is fine if intended.", truncate(strings.Join(ids, ", "), 300))
+		a.infof(CodeCycle, "", "The flow has loop edges (components on or after a loop: %s). Langflow 1.x runs loops (the Loop component feeds back into itself), so this is fine if intended.", truncate(strings.Join(ids, ", "), 300))
 	}
 }
 

@@ -120,6 +120,8 @@ type Problem struct {
 // reports are shown in the portal and logged, and the point of finding
 // secrets is that they do not travel further.
 type Secret struct {
+	// NodeID is the node's id; for a node inside a group node it is
+	// "<group id>/<inner id>".
 	NodeID string `json:"nodeId"`
 	// Field is the template field, with a dotted suffix for a header or env
 	// entry inside it (e.g. "headers_input.Authorization").
