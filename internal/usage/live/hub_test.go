@@ -219,8 +219,8 @@ func TestSlowSubscriberBlocksNothing(t *testing.T) {
 	runtime.ReadMemStats(&ms)
 	heapBefore := ms.HeapAlloc
 
-	var worstPublish, worstGap time.Duration
-	lastFast := time.Now()
+	// The fast subscribers' delivery delay: from Publish to seeing the round's calls.
+	var worstPublish, worstDelay time.Duration
 	const rounds, perRound = 40, 250
 	for i := range rounds {
 		batch := make([]usage.Event, perRound)
@@ -230,19 +230,18 @@ func TestSlowSubscriberBlocksNothing(t *testing.T) {
 		start := time.Now()
 		h.Publish(batch)
 		worstPublish = max(worstPublish, time.Since(start))
-		// The fast subscribers keep getting updates at the interval.
 		want := int64((i + 1) * perRound)
-		s := waitFor(t, fast, interval+time.Second, "the round's calls", func(s Stats) bool { return s.Day.Requests >= want })
-		worstGap = max(worstGap, time.Since(lastFast))
-		lastFast = time.Now()
-		_ = s
-		waitFor(t, fastOther, interval+time.Second, "the round's calls", func(s Stats) bool { return s.Day.Requests >= want })
+		waitFor(t, fast, interval+2*time.Second, "the round's calls", func(s Stats) bool { return s.Day.Requests >= want })
+		waitFor(t, fastOther, interval+2*time.Second, "the round's calls", func(s Stats) bool { return s.Day.Requests >= want })
+		worstDelay = max(worstDelay, time.Since(start))
 	}
-	if worstPublish > 100*time.Millisecond { // generous: -race, GC and a shared machine; a blocked Publish would hang
+	// Generous bounds: -race, GC and a shared machine. A Publish or a delivery that
+	// waited for the stalled readers would not finish at all.
+	if worstPublish > 100*time.Millisecond {
 		t.Errorf("Publish took up to %v with stalled subscribers", worstPublish)
 	}
-	if worstGap > interval+500*time.Millisecond {
-		t.Errorf("the fast subscriber waited up to %v between updates", worstGap)
+	if worstDelay > interval+time.Second {
+		t.Errorf("the fast subscribers waited up to %v for a round's calls", worstDelay)
 	}
 	// The stalled subscriptions hold one message each, however many were sent.
 	if len(slow) != cap(slow) || cap(slow) != 1 || len(slowOther) != 1 {
@@ -258,7 +257,7 @@ func TestSlowSubscriberBlocksNothing(t *testing.T) {
 	if s.Day.Requests != rounds*perRound || !s.Resynced {
 		t.Fatalf("stalled subscriber got %+v resynced=%v, want the latest state marked Resynced", s.Day, s.Resynced)
 	}
-	t.Logf("worst Publish %v, worst gap between updates %v", worstPublish, worstGap)
+	t.Logf("worst Publish %v, worst delivery to the fast subscribers %v", worstPublish, worstDelay)
 }
 
 func TestLastSubscriberFreesGroup(t *testing.T) {

@@ -176,6 +176,9 @@ type Hub struct {
 	dialectMu sync.Mutex
 	dialect   string
 
+	// mu guards the groups and their state. Channel sends and closes happen under
+	// sendMu instead, after mu is released, so that ingestion never waits while a flush
+	// hands a message to thousands of subscribers.
 	mu          sync.Mutex
 	closed      bool
 	groups      map[groupKey]*group
@@ -184,6 +187,16 @@ type Hub struct {
 	lastDropped uint64
 	matched     []*group // scratch for ingest
 	scratch     []int64  // scratch for percentiles
+
+	sendMu  sync.Mutex
+	outbox  []delivery    // scratch for flush, guarded by sendMu
+	targets []*subscriber // the deliveries' subscribers, in order
+}
+
+// delivery is one group's message for n consecutive entries of Hub.targets.
+type delivery struct {
+	st Stats
+	n  int
 }
 
 // NewHub starts a hub reading the database through client and exchanging events on bus.
@@ -339,11 +352,12 @@ func (h *Hub) Close() error {
 		return nil
 	}
 	h.closed = true
+	var subs []*subscriber
 	for _, g := range h.groups {
 		for s := range g.subs {
 			s.stop()
-			s.closed = true
-			close(s.ch)
+			s.removed = true
+			subs = append(subs, s)
 		}
 		g.subs = nil
 		g.freed = true
@@ -352,6 +366,11 @@ func (h *Hub) Close() error {
 	h.idx = newIndex()
 	h.subscribers = 0
 	h.mu.Unlock()
+	h.sendMu.Lock()
+	for _, s := range subs {
+		s.close()
+	}
+	h.sendMu.Unlock()
 
 	h.unsubscribeBus()
 	h.unreconnect()
@@ -363,16 +382,25 @@ func (h *Hub) Close() error {
 	return nil
 }
 
-// subscriber is one subscription. Its fields are guarded by Hub.mu.
+// subscriber is one subscription.
 type subscriber struct {
-	g      *group
-	ch     chan Stats
-	stop   func() bool // stops the context.AfterFunc
-	closed bool
+	g       *group
+	ch      chan Stats
+	stop    func() bool // stops the context.AfterFunc; guarded by Hub.mu
+	removed bool        // taken out of its group; guarded by Hub.mu
+	closed  bool        // ch is closed; guarded by Hub.sendMu
 }
 
-// deliver sends st without blocking. Only the hub sends, and always under Hub.mu, so
-// after making room the send cannot fail.
+func (s *subscriber) close() {
+	if !s.closed {
+		s.closed = true
+		close(s.ch)
+	}
+}
+
+// deliver sends st without blocking. Only the ticker sends (Subscribe's first message
+// goes into a channel nobody else knows yet), under Hub.sendMu, so after making room the
+// send cannot fail.
 func (s *subscriber) deliver(st Stats) {
 	select {
 	case s.ch <- st:
@@ -394,15 +422,18 @@ func (s *subscriber) deliver(st Stats) {
 
 func (h *Hub) unsubscribe(s *subscriber) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
-	if s.closed {
+	if s.removed {
+		h.mu.Unlock()
 		return
 	}
-	s.closed = true
-	close(s.ch)
+	s.removed = true
 	delete(s.g.subs, s)
 	h.subscribers--
 	h.release(s.g)
+	h.mu.Unlock()
+	h.sendMu.Lock()
+	s.close()
+	h.sendMu.Unlock()
 }
 
 // release drops one reference to g and frees it with the last. Hub.mu must be held.
@@ -590,8 +621,9 @@ func (h *Hub) flush() {
 	}
 	now := h.now()
 	today := dayOf(now)
+	h.sendMu.Lock()
+	defer h.sendMu.Unlock()
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	for _, g := range h.groups {
 		if !g.loaded {
 			continue
@@ -611,11 +643,27 @@ func (h *Hub) flush() {
 		}
 		st := g.stats(now, &h.scratch)
 		st.Resynced = g.resynced
+		h.outbox = append(h.outbox, delivery{st: st, n: len(g.subs)})
 		for s := range g.subs {
-			s.deliver(st)
+			h.targets = append(h.targets, s)
 		}
 		g.dirty, g.resynced = false, false
 	}
+	h.mu.Unlock()
+
+	// A subscription removed meanwhile is closed (under sendMu) and skipped.
+	i := 0
+	for _, d := range h.outbox {
+		for _, s := range h.targets[i : i+d.n] {
+			if !s.closed {
+				s.deliver(d.st)
+			}
+		}
+		i += d.n
+	}
+	clear(h.outbox)
+	clear(h.targets)
+	h.outbox, h.targets = h.outbox[:0], h.targets[:0]
 }
 
 func (h *Hub) lastDroppedSwap(d uint64) uint64 {
