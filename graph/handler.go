@@ -26,6 +26,8 @@ import (
 type Options struct {
 	// Services are what mutations call (see Services).
 	Services Services
+	// LiveUsage feeds the usageStats subscription.
+	LiveUsage LiveUsage
 
 	MaxComplexity int
 	MaxDepth      int
@@ -48,7 +50,7 @@ type Options struct {
 // NewHandler returns the /graphql handler: POST, GET (queries only) and websocket
 // (graphql-transport-ws and the legacy graphql-ws subprotocol) transports.
 func NewHandler(client *ent.Client, opts Options) http.Handler {
-	cfg := generated.Config{Resolvers: NewResolver(client, opts.Services)}
+	cfg := generated.Config{Resolvers: NewResolver(client, opts.Services, opts.LiveUsage)}
 	cfg.Directives.HasRole = hasRole
 	srv := handler.New(generated.NewExecutableSchema(cfg))
 

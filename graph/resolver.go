@@ -27,15 +27,16 @@ type Services struct {
 type Resolver struct {
 	client *ent.Client
 	svc    Services
+	live   LiveUsage // nil: usageStats answers INTERNAL "not configured"
 }
 
 // NewResolver returns the root resolver.
-func NewResolver(client *ent.Client, svc Services) *Resolver {
+func NewResolver(client *ent.Client, svc Services, liveUsage LiveUsage) *Resolver {
 	if svc.Catalog == nil {
 		svc.Catalog = catalog.New(client, nil)
 	}
 	if svc.Subscriptions == nil {
 		svc.Subscriptions = subscriptions.New(client)
 	}
-	return &Resolver{client: client, svc: svc}
+	return &Resolver{client: client, svc: svc, live: liveUsage}
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -14,6 +15,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/auth/authtest"
 	"github.com/gsvdev/agentregistry/internal/database"
+	"github.com/gsvdev/agentregistry/internal/usage/live"
 )
 
 // wsDial opens a graphql-transport-ws connection to the harness.
@@ -179,4 +181,90 @@ func TestWebsocketConnectionsPerUser(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// fakeLive holds each subscription open until its context ends, after one message.
+type fakeLive struct{}
+
+func (fakeLive) Subscribe(ctx context.Context, _ live.Filter) (<-chan live.Stats, error) {
+	ch := make(chan live.Stats, 1)
+	ch <- live.Stats{AsOf: time.Now()}
+	go func() {
+		<-ctx.Done()
+		close(ch)
+	}()
+	return ch, nil
+}
+
+func wsSubscribe(t *testing.T, c *websocket.Conn, id string) {
+	t.Helper()
+	wsSend(t, c, map[string]any{"type": "subscribe", "id": id, "payload": map[string]any{
+		"query": `subscription { usageStats(filter: {}) { asOf } }`}})
+}
+
+// wsNextFor reads until a message of one of the types arrives for id.
+func wsNextFor(t *testing.T, c *websocket.Conn, id string, types ...string) map[string]any {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("waiting for %v of %s: %v", types, id, err)
+		}
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		for _, ty := range types {
+			if m["type"] == ty && m["id"] == id {
+				return m
+			}
+		}
+	}
+}
+
+// A second subscribe with an id that is still running closes with 4409; over the
+// per-connection cap an operation is refused but the connection stays.
+func TestWebsocketSubscriptionIDsAndCap(t *testing.T) {
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) {
+		o.LiveUsage = fakeLive{}
+		o.MaxSubscriptionsPerConn = 2
+	})
+	admin := h.token("ws-admin", auth.RolePlatformAdmin)
+
+	t.Run("4409 duplicate id", func(t *testing.T) {
+		c := wsDial(t, h)
+		wsInit(t, c, admin)
+		wsSubscribe(t, c, "a")
+		wsNextFor(t, c, "a", "next")
+		wsSubscribe(t, c, "a")
+		if got := wsCloseCode(t, c, 5*time.Second); got != graph.CloseSubscriberExists {
+			t.Fatalf("close code %d, want %d", got, graph.CloseSubscriberExists)
+		}
+	})
+	t.Run("cap per connection", func(t *testing.T) {
+		c := wsDial(t, h)
+		wsInit(t, c, admin)
+		wsSubscribe(t, c, "a")
+		wsNextFor(t, c, "a", "next")
+		wsSubscribe(t, c, "b")
+		wsNextFor(t, c, "b", "next")
+		wsSubscribe(t, c, "c")
+		m := wsNextFor(t, c, "c", "error", "next")
+		if m["type"] != "error" || !strings.Contains(fmt.Sprint(m["payload"]), "RATE_LIMITED") {
+			t.Fatalf("third subscription: %v", m)
+		}
+		// Completing one frees a place on the same connection.
+		wsSend(t, c, map[string]any{"type": "complete", "id": "a"})
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			wsSubscribe(t, c, "d")
+			if m := wsNextFor(t, c, "d", "error", "next"); m["type"] == "next" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no place freed after completing a subscription")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
 }

@@ -12,6 +12,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/langflow/echoruntime"
 	"github.com/gsvdev/agentregistry/internal/ratelimit"
 	"github.com/gsvdev/agentregistry/internal/usage"
+	"github.com/gsvdev/agentregistry/internal/usage/live"
 )
 
 // devLangflowPath is where --dev mounts the built-in echo runtime when LANGFLOW_URL is
@@ -30,9 +31,13 @@ func (s *Server) buildGateway(ctx context.Context, baseURL string) (*gateway.Gat
 	s.background(func(ctx context.Context) { toucher.Run(ctx) })
 	s.drains = append(s.drains, toucher.Flush)
 
+	// Every committed batch goes to the live-usage hub, which fans it out to subscribers
+	// on every replica through the bus.
+	s.live = live.NewHub(s.db.Client, s.bus, live.Options{Logger: s.logger})
+	s.closers = append(s.closers, s.live.Close)
 	quota := usage.NewQuotaCounter(usage.NewQuota(s.db.Client), usage.QuotaCounterOptions{Logger: s.logger})
 	s.recorder = usage.NewRecorder(s.db.Client, usage.RecorderOptions{
-		Async: s.cfg.UsageAsync, Quota: quota, Logger: s.logger,
+		Async: s.cfg.UsageAsync, Quota: quota, Logger: s.logger, OnCommit: s.live.Publish,
 	})
 
 	limiter, err := s.limiter()

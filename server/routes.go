@@ -14,8 +14,8 @@ import (
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/catalog"
 	"github.com/gsvdev/agentregistry/internal/langflow/provision"
-	"github.com/gsvdev/agentregistry/internal/subscriptions"
 	"github.com/gsvdev/agentregistry/internal/seed"
+	"github.com/gsvdev/agentregistry/internal/subscriptions"
 )
 
 // routes is the service's URL map. Every room hands over an http.Handler; this is the
@@ -39,6 +39,7 @@ func (s *Server) routes() http.Handler {
 			Keys:          s.keys,
 			Provisioning:  provision.New(s.db.Client, s.langflow),
 		},
+		LiveUsage:        s.live,
 		MaxComplexity:    s.cfg.GraphQLMaxComplexity,
 		MaxDepth:         s.cfg.GraphQLMaxDepth,
 		MaxPageSize:      s.cfg.GraphQLMaxPageSize,

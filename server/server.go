@@ -22,6 +22,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/langflow"
 	"github.com/gsvdev/agentregistry/internal/pubsub"
 	"github.com/gsvdev/agentregistry/internal/usage"
+	"github.com/gsvdev/agentregistry/internal/usage/live"
 )
 
 // Server is the whole service: one listener, one handler tree, and what must be drained
@@ -42,6 +43,7 @@ type Server struct {
 	bus      pubsub.Bus
 	verifier *apikey.Verifier
 	recorder *usage.Recorder
+	live     *live.Hub
 	langflow *langflow.Client
 	gateway  *gateway.Gateway
 

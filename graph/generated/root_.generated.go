@@ -27,6 +27,7 @@ type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 type ResolverRoot interface {
 	Mutation() MutationResolver
 	Query() QueryResolver
+	Subscription() SubscriptionResolver
 	Viewer() ViewerResolver
 }
 
@@ -330,6 +331,10 @@ type ComplexityRoot struct {
 		Viewer        func(childComplexity int) int
 	}
 
+	Subscription struct {
+		UsageStats func(childComplexity int, filter model.UsageStatsFilter) int
+	}
+
 	Tenant struct {
 		Agents             func(childComplexity int) int
 		CreatedAt          func(childComplexity int) int
@@ -356,6 +361,16 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	UsageCall struct {
+		At           func(childComplexity int) int
+		ElapsedMS    func(childComplexity int) int
+		ErrorCode    func(childComplexity int) int
+		InputTokens  func(childComplexity int) int
+		OutputTokens func(childComplexity int) int
+		RequestID    func(childComplexity int) int
+		Status       func(childComplexity int) int
+	}
+
 	UsageDaily struct {
 		APIKeyID         func(childComplexity int) int
 		AgentID          func(childComplexity int) int
@@ -380,6 +395,12 @@ type ComplexityRoot struct {
 	UsageDailyEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	UsageMinute struct {
+		P50Ms    func(childComplexity int) int
+		P95Ms    func(childComplexity int) int
+		Requests func(childComplexity int) int
 	}
 
 	UsageRecord struct {
@@ -438,6 +459,24 @@ type ComplexityRoot struct {
 	UsageReportEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	UsageStats struct {
+		AsOf        func(childComplexity int) int
+		Day         func(childComplexity int) int
+		DayStart    func(childComplexity int) int
+		LastMinute  func(childComplexity int) int
+		Period      func(childComplexity int) int
+		PeriodStart func(childComplexity int) int
+		Recent      func(childComplexity int) int
+		Resynced    func(childComplexity int) int
+	}
+
+	UsageTotals struct {
+		Errors       func(childComplexity int) int
+		InputTokens  func(childComplexity int) int
+		OutputTokens func(childComplexity int) int
+		Requests     func(childComplexity int) int
 	}
 
 	Viewer struct {
@@ -1852,6 +1891,18 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.Query.Viewer(childComplexity), true
 
+	case "Subscription.usageStats":
+		if e.ComplexityRoot.Subscription.UsageStats == nil {
+			break
+		}
+
+		args, err := ec.field_Subscription_usageStats_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Subscription.UsageStats(childComplexity, args["filter"].(model.UsageStatsFilter)), true
+
 	case "Tenant.agents":
 		if e.ComplexityRoot.Tenant.Agents == nil {
 			break
@@ -1957,6 +2008,49 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.TenantEdge.Node(childComplexity), true
 
+	case "UsageCall.at":
+		if e.ComplexityRoot.UsageCall.At == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageCall.At(childComplexity), true
+	case "UsageCall.elapsedMs":
+		if e.ComplexityRoot.UsageCall.ElapsedMS == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageCall.ElapsedMS(childComplexity), true
+	case "UsageCall.errorCode":
+		if e.ComplexityRoot.UsageCall.ErrorCode == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageCall.ErrorCode(childComplexity), true
+	case "UsageCall.inputTokens":
+		if e.ComplexityRoot.UsageCall.InputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageCall.InputTokens(childComplexity), true
+	case "UsageCall.outputTokens":
+		if e.ComplexityRoot.UsageCall.OutputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageCall.OutputTokens(childComplexity), true
+	case "UsageCall.requestID":
+		if e.ComplexityRoot.UsageCall.RequestID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageCall.RequestID(childComplexity), true
+	case "UsageCall.status":
+		if e.ComplexityRoot.UsageCall.Status == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageCall.Status(childComplexity), true
+
 	case "UsageDaily.apiKeyID":
 		if e.ComplexityRoot.UsageDaily.APIKeyID == nil {
 			break
@@ -2061,6 +2155,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.UsageDailyEdge.Node(childComplexity), true
+
+	case "UsageMinute.p50Ms":
+		if e.ComplexityRoot.UsageMinute.P50Ms == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageMinute.P50Ms(childComplexity), true
+	case "UsageMinute.p95Ms":
+		if e.ComplexityRoot.UsageMinute.P95Ms == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageMinute.P95Ms(childComplexity), true
+	case "UsageMinute.requests":
+		if e.ComplexityRoot.UsageMinute.Requests == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageMinute.Requests(childComplexity), true
 
 	case "UsageRecord.apiKeyID":
 		if e.ComplexityRoot.UsageRecord.APIKeyID == nil {
@@ -2308,6 +2421,80 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.UsageReportEdge.Node(childComplexity), true
 
+	case "UsageStats.asOf":
+		if e.ComplexityRoot.UsageStats.AsOf == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.AsOf(childComplexity), true
+	case "UsageStats.day":
+		if e.ComplexityRoot.UsageStats.Day == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.Day(childComplexity), true
+	case "UsageStats.dayStart":
+		if e.ComplexityRoot.UsageStats.DayStart == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.DayStart(childComplexity), true
+	case "UsageStats.lastMinute":
+		if e.ComplexityRoot.UsageStats.LastMinute == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.LastMinute(childComplexity), true
+	case "UsageStats.period":
+		if e.ComplexityRoot.UsageStats.Period == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.Period(childComplexity), true
+	case "UsageStats.periodStart":
+		if e.ComplexityRoot.UsageStats.PeriodStart == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.PeriodStart(childComplexity), true
+	case "UsageStats.recent":
+		if e.ComplexityRoot.UsageStats.Recent == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.Recent(childComplexity), true
+	case "UsageStats.resynced":
+		if e.ComplexityRoot.UsageStats.Resynced == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageStats.Resynced(childComplexity), true
+
+	case "UsageTotals.errors":
+		if e.ComplexityRoot.UsageTotals.Errors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageTotals.Errors(childComplexity), true
+	case "UsageTotals.inputTokens":
+		if e.ComplexityRoot.UsageTotals.InputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageTotals.InputTokens(childComplexity), true
+	case "UsageTotals.outputTokens":
+		if e.ComplexityRoot.UsageTotals.OutputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageTotals.OutputTokens(childComplexity), true
+	case "UsageTotals.requests":
+		if e.ComplexityRoot.UsageTotals.Requests == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageTotals.Requests(childComplexity), true
+
 	case "Viewer.email":
 		if e.ComplexityRoot.Viewer.Email == nil {
 			break
@@ -2492,6 +2679,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		ec.unmarshalInputUsageRecordWhereInput,
 		ec.unmarshalInputUsageReportOrder,
 		ec.unmarshalInputUsageReportWhereInput,
+		ec.unmarshalInputUsageStatsFilter,
 		ec.unmarshalInputWebhookEventOrder,
 		ec.unmarshalInputWebhookEventWhereInput,
 	)
@@ -2537,6 +2725,23 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 			ctx = graphql.WithUnmarshalerMap(ctx, inputUnmarshalMap)
 			data := ec._Mutation(ctx, opCtx.Operation.SelectionSet)
 			var buf bytes.Buffer
+			data.MarshalGQL(&buf)
+
+			return &graphql.Response{
+				Data: buf.Bytes(),
+			}
+		}
+	case ast.Subscription:
+		next := ec._Subscription(ctx, opCtx.Operation.SelectionSet)
+
+		var buf bytes.Buffer
+		return func(ctx context.Context) *graphql.Response {
+			buf.Reset()
+			data := next(ctx)
+
+			if data == nil {
+				return nil
+			}
 			data.MarshalGQL(&buf)
 
 			return &graphql.Response{
@@ -6343,6 +6548,70 @@ extend type Query {
   viewer: Viewer!
 }
 `, BuiltIn: false},
+	{Name: "../schema/usage_stats.graphqls", Input: `# Live usage: the portal's dashboard watching calls as they happen.
+
+"""
+What to watch. A buyer names one of its tenants (tenantID); a provider names one of its
+tenants as the seller (providerTenantID) to watch all buyers of its agents; a platform
+admin may leave everything empty. configID, agentID and keyID narrow further.
+"""
+input UsageStatsFilter {
+  tenantID: ID
+  providerTenantID: ID
+  configID: ID
+  agentID: ID
+  keyID: ID
+}
+
+type UsageTotals {
+  requests: Int!
+  "Calls answered with a status of 400 or more."
+  errors: Int!
+  inputTokens: Int!
+  outputTokens: Int!
+}
+
+type UsageMinute {
+  requests: Int!
+  p50Ms: Float!
+  p95Ms: Float!
+}
+
+type UsageCall {
+  requestID: String!
+  status: Int!
+  inputTokens: Int!
+  outputTokens: Int!
+  elapsedMs: Int!
+  at: Time!
+  errorCode: String!
+}
+
+"""
+The whole current state for a filter (never a delta): today, the billing period, the last
+minute, and the latest calls.
+"""
+type UsageStats {
+  day: UsageTotals!
+  dayStart: Time!
+  period: UsageTotals!
+  periodStart: Time!
+  lastMinute: UsageMinute!
+  "Latest calls, newest first."
+  recent: [UsageCall!]!
+  asOf: Time!
+  "This message does not follow from the previous one (reconnect or a slow reader): treat it as a fresh start."
+  resynced: Boolean!
+}
+
+type Subscription {
+  """
+  Usage as it happens: the first message is the current state, then at most one message
+  per interval (500 ms by default) while calls come in.
+  """
+  usageStats(filter: UsageStatsFilter!): UsageStats!
+}
+`, BuiltIn: false},
 }
 var parsedSchema = gqlparser.MustLoadSchema(sources...)
 
@@ -6884,6 +7153,26 @@ func (ec *executionContext) childFields_TenantEdge(ctx context.Context, field gr
 	return nil, fmt.Errorf("no field named %q was found under type TenantEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_UsageCall(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "requestID":
+		return ec.fieldContext_UsageCall_requestID(ctx, field)
+	case "status":
+		return ec.fieldContext_UsageCall_status(ctx, field)
+	case "inputTokens":
+		return ec.fieldContext_UsageCall_inputTokens(ctx, field)
+	case "outputTokens":
+		return ec.fieldContext_UsageCall_outputTokens(ctx, field)
+	case "elapsedMs":
+		return ec.fieldContext_UsageCall_elapsedMs(ctx, field)
+	case "at":
+		return ec.fieldContext_UsageCall_at(ctx, field)
+	case "errorCode":
+		return ec.fieldContext_UsageCall_errorCode(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageCall", field.Name)
+}
+
 func (ec *executionContext) childFields_UsageDaily(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -6922,6 +7211,18 @@ func (ec *executionContext) childFields_UsageDailyEdge(ctx context.Context, fiel
 		return ec.fieldContext_UsageDailyEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UsageDailyEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageMinute(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "requests":
+		return ec.fieldContext_UsageMinute_requests(ctx, field)
+	case "p50Ms":
+		return ec.fieldContext_UsageMinute_p50Ms(ctx, field)
+	case "p95Ms":
+		return ec.fieldContext_UsageMinute_p95Ms(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageMinute", field.Name)
 }
 
 func (ec *executionContext) childFields_UsageRecord(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -7014,6 +7315,42 @@ func (ec *executionContext) childFields_UsageReportEdge(ctx context.Context, fie
 		return ec.fieldContext_UsageReportEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UsageReportEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "day":
+		return ec.fieldContext_UsageStats_day(ctx, field)
+	case "dayStart":
+		return ec.fieldContext_UsageStats_dayStart(ctx, field)
+	case "period":
+		return ec.fieldContext_UsageStats_period(ctx, field)
+	case "periodStart":
+		return ec.fieldContext_UsageStats_periodStart(ctx, field)
+	case "lastMinute":
+		return ec.fieldContext_UsageStats_lastMinute(ctx, field)
+	case "recent":
+		return ec.fieldContext_UsageStats_recent(ctx, field)
+	case "asOf":
+		return ec.fieldContext_UsageStats_asOf(ctx, field)
+	case "resynced":
+		return ec.fieldContext_UsageStats_resynced(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageStats", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageTotals(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "requests":
+		return ec.fieldContext_UsageTotals_requests(ctx, field)
+	case "errors":
+		return ec.fieldContext_UsageTotals_errors(ctx, field)
+	case "inputTokens":
+		return ec.fieldContext_UsageTotals_inputTokens(ctx, field)
+	case "outputTokens":
+		return ec.fieldContext_UsageTotals_outputTokens(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageTotals", field.Name)
 }
 
 func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

@@ -37,6 +37,17 @@ type CreateSubscriptionInput struct {
 	ProjectID *pulid.ID `json:"projectID,omitempty"`
 }
 
+// What to watch. A buyer names one of its tenants (tenantID); a provider names one of its
+// tenants as the seller (providerTenantID) to watch all buyers of its agents; a platform
+// admin may leave everything empty. configID, agentID and keyID narrow further.
+type UsageStatsFilter struct {
+	TenantID         *pulid.ID `json:"tenantID,omitempty"`
+	ProviderTenantID *pulid.ID `json:"providerTenantID,omitempty"`
+	ConfigID         *pulid.ID `json:"configID,omitempty"`
+	AgentID          *pulid.ID `json:"agentID,omitempty"`
+	KeyID            *pulid.ID `json:"keyID,omitempty"`
+}
+
 type ViewerMembership struct {
 	Tenant *ent.Tenant     `json:"tenant"`
 	Role   membership.Role `json:"role"`

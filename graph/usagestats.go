@@ -1,0 +1,77 @@
+package graph
+
+import (
+	"context"
+
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/graph/model"
+	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/usage/live"
+)
+
+// LiveUsage is the live-usage hub the usageStats subscription reads.
+type LiveUsage interface {
+	Subscribe(ctx context.Context, f live.Filter) (<-chan live.Stats, error)
+}
+
+// usageFilter checks the filter against the viewer when the subscription starts, and
+// returns the hub's filter. A buyer must name one of its tenants as buyer, a provider
+// one of its tenants as seller; only a platform admin may watch everything. The other
+// dimensions only narrow (events must match all of them), so they cannot widen a view.
+func usageFilter(ctx context.Context, in model.UsageStatsFilter) (live.Filter, error) {
+	v := auth.FromContext(ctx)
+	if v == nil {
+		return live.Filter{}, errUnauthenticated
+	}
+	f := live.Filter{
+		TenantID: deref(in.TenantID), ProviderTenantID: deref(in.ProviderTenantID),
+		ConfigID: deref(in.ConfigID), AgentID: deref(in.AgentID), KeyID: deref(in.KeyID),
+	}
+	if v.IsAdmin() {
+		return f, nil
+	}
+	buyer := f.TenantID != "" && v.MemberOf(f.TenantID)
+	seller := f.ProviderTenantID != "" && v.MemberOf(f.ProviderTenantID)
+	switch {
+	case f.TenantID != "" && !buyer, f.ProviderTenantID != "" && !seller:
+		return live.Filter{}, errForbidden
+	case !buyer && !seller:
+		return live.Filter{}, &Error{Code: CodeForbidden, Message: "name one of your tenants as tenantID or providerTenantID"}
+	}
+	return f, nil
+}
+
+func deref(id *pulid.ID) pulid.ID {
+	if id == nil {
+		return ""
+	}
+	return *id
+}
+
+// usageStats subscribes and adapts the hub's values to the pointers gqlgen sends. The
+// adapter ends when the hub closes the channel, which it does when ctx ends.
+func (r *Resolver) usageStats(ctx context.Context, in model.UsageStatsFilter) (<-chan *live.Stats, error) {
+	if r.live == nil {
+		return nil, errNotConfigured
+	}
+	f, err := usageFilter(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	src, err := r.live.Subscribe(ctx, f)
+	if err != nil {
+		return nil, err
+	}
+	out := make(chan *live.Stats, 1)
+	go func() {
+		defer close(out)
+		for st := range src {
+			select {
+			case out <- &st:
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	return out, nil
+}

@@ -1,0 +1,230 @@
+package server_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/gsvdev/agentregistry/ent/membership"
+	"github.com/gsvdev/agentregistry/internal/apikey"
+	"github.com/gsvdev/agentregistry/internal/apikey/keys"
+	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/auth/authtest"
+	"github.com/gsvdev/agentregistry/internal/database/dbtest"
+	"github.com/gsvdev/agentregistry/internal/langflow/echoruntime"
+	"github.com/gsvdev/agentregistry/internal/langflow/echoruntime/echotest"
+	"github.com/gsvdev/agentregistry/internal/seed"
+	"github.com/gsvdev/agentregistry/internal/subscriptions"
+)
+
+// statsConn is a graphql-transport-ws client holding one usageStats subscription.
+type statsConn struct {
+	c    *websocket.Conn
+	msgs chan map[string]any
+	errs chan string
+}
+
+type statsMsg struct {
+	Day struct {
+		Requests int `json:"requests"`
+		Errors   int `json:"errors"`
+	} `json:"day"`
+	Recent []struct {
+		RequestID string `json:"requestID"`
+	} `json:"recent"`
+}
+
+func subscribeStats(t *testing.T, base, token, filter string, read bool) *statsConn {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(base, "http")+"/graphql",
+		&websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.SetReadLimit(1 << 20)
+	t.Cleanup(func() { c.CloseNow() })
+	send := func(v any) {
+		b, _ := json.Marshal(v)
+		if err := c.Write(context.Background(), websocket.MessageText, b); err != nil {
+			t.Fatal(err)
+		}
+	}
+	send(map[string]any{"type": "connection_init", "payload": map[string]any{"Authorization": "Bearer " + token}})
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("init: %v", err)
+		}
+		if strings.Contains(string(b), "connection_ack") {
+			break
+		}
+	}
+	send(map[string]any{"type": "subscribe", "id": "s1", "payload": map[string]any{
+		"query": `subscription { usageStats(filter: ` + filter + `) { day { requests errors } recent { requestID } } }`}})
+	sc := &statsConn{c: c, msgs: make(chan map[string]any, 64), errs: make(chan string, 4)}
+	if read {
+		go func() {
+			for {
+				_, b, err := c.Read(context.Background())
+				if err != nil {
+					return
+				}
+				var m map[string]any
+				_ = json.Unmarshal(b, &m)
+				switch m["type"] {
+				case "next":
+					// A refused subscription arrives as a next with errors and no data.
+					if p, _ := m["payload"].(map[string]any); p != nil && p["errors"] != nil && p["data"] == nil {
+						sc.errs <- string(b)
+						continue
+					}
+					sc.msgs <- m
+				case "error":
+					sc.errs <- string(b)
+				}
+			}
+		}()
+	}
+	return sc
+}
+
+// next waits for a message whose stats satisfy ok.
+func (s *statsConn) next(t *testing.T, within time.Duration, ok func(statsMsg) bool) statsMsg {
+	t.Helper()
+	deadline := time.After(within)
+	for {
+		select {
+		case m := <-s.msgs:
+			b, _ := json.Marshal(m["payload"].(map[string]any)["data"].(map[string]any)["usageStats"])
+			var st statsMsg
+			_ = json.Unmarshal(b, &st)
+			if ok(st) {
+				return st
+			}
+		case e := <-s.errs:
+			t.Fatalf("subscription error: %s", e)
+		case <-deadline:
+			t.Fatalf("no matching usageStats message within %v", within)
+		}
+	}
+}
+
+// Two replicas on one PostgreSQL: a buyer subscribed on B sees a call answered by A
+// within a second; another buyer's subscription sees nothing of it; a filter naming a
+// tenant the viewer does not belong to is refused when the subscription starts; and a
+// subscriber that never reads does not hold up invokes or other subscribers.
+func TestUsageStatsAcrossReplicas(t *testing.T) {
+	pg := dbtest.PostgresURL(t)
+	ctx := context.Background()
+	dsn, drop, err := dbtest.CreatePostgresDatabase(ctx, pg, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop)
+	_, lf := echotest.Start(t, echoruntime.Options{})
+	issuer := authtest.NewIssuer(t)
+	env := map[string]string{
+		"ADDR": "127.0.0.1:0", "DATABASE_URL": dsn, "MIGRATE_ON_START": "true",
+		"OIDC_ISSUER": issuer.URL(), "LANGFLOW_URL": lf.URL, "OIDC_TENANT_CLAIM": "",
+		"APIKEY_SIGNING_KEYS": "t:" + strings.Repeat("cd", 32), "DATA_DIR": t.TempDir(), "LOG_LEVEL": "error",
+	}
+	a := startReplica(t, env)
+	b := startReplica(t, env)
+	demo, err := seed.Demo(ctx, a.DB().Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := auth.SystemContext(ctx)
+	client := a.DB().Client
+	// A second buyer of the same agent.
+	rival, err := client.Tenant.Create().SetName("Rival").SetSlug("rival").Save(sys)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client.Membership.Create().SetTenantID(rival.ID).SetSubject("rival-user").SetRole(membership.RoleOwner).SaveX(sys)
+	rivalSub, err := subscriptions.New(client).Create(sys, subscriptions.CreateParams{TenantID: rival.ID, PlanID: demo.Plan})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := rivalSub.QueryConfig().Only(sys); err != nil {
+		t.Fatal(err)
+	}
+	// Unlimited demo plan, so the stalled-reader burst is not rate limited.
+	client.Plan.UpdateOneID(demo.Plan).SetRpmPerKey(0).SetRpmPerTenant(0).SetRequestsPerMonth(0).SetTokensPerMonth(0).ExecX(sys)
+	key, err := a.Keys().Create(sys, keys.CreateParams{ConfigID: demo.Config, Name: "k", Kind: apikey.KindSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(sub string) string {
+		return issuer.Token(t, authtest.NewClaims().Subject(sub).RealmRoles(string(auth.RoleCustomer)).Map())
+	}
+	baseA, baseB := "http://"+a.Addr(), "http://"+b.Addr()
+
+	buyer := subscribeStats(t, baseB, token(seed.CustomerSubject), fmt.Sprintf(`{tenantID: %q}`, demo.BuyerTenant), true)
+	first := buyer.next(t, 5*time.Second, func(statsMsg) bool { return true })
+	rivalConn := subscribeStats(t, baseB, token("rival-user"), fmt.Sprintf(`{tenantID: %q}`, rival.ID), true)
+	rivalConn.next(t, 5*time.Second, func(statsMsg) bool { return true })
+	// Subscribed, never read: the server must not wait for it.
+	subscribeStats(t, baseB, token(seed.CustomerSubject), fmt.Sprintf(`{tenantID: %q}`, demo.BuyerTenant), false)
+
+	start := time.Now()
+	if got := invokeStatus(t, baseA, key.Secret); got != http.StatusOK {
+		t.Fatalf("invoke on A: %d", got)
+	}
+	buyer.next(t, time.Second, func(s statsMsg) bool { return s.Day.Requests == first.Day.Requests+1 })
+	t.Logf("invoke on A -> message on B in %v", time.Since(start))
+
+	// A burst of invokes completes while a subscriber never reads.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	bad := 0
+	burst := time.Now()
+	for range 50 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if invokeStatus(t, baseA, key.Secret) != http.StatusOK {
+				mu.Lock()
+				bad++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if bad > 0 {
+		t.Fatalf("%d invokes failed with a stalled subscriber", bad)
+	}
+	t.Logf("50 concurrent invokes with a stalled subscriber took %v", time.Since(burst))
+	buyer.next(t, 2*time.Second, func(s statsMsg) bool { return s.Day.Requests == first.Day.Requests+51 })
+
+	// The rival saw none of it.
+	select {
+	case m := <-rivalConn.msgs:
+		t.Fatalf("rival received a message about another tenant's calls: %v", m)
+	case <-time.After(700 * time.Millisecond):
+	}
+
+	// Refused at subscribe time: another tenant, and no tenant at all.
+	for _, filter := range []string{fmt.Sprintf(`{tenantID: %q}`, rival.ID), `{}`, fmt.Sprintf(`{providerTenantID: %q}`, demo.ProviderTenant)} {
+		c := subscribeStats(t, baseB, token(seed.CustomerSubject), filter, true)
+		select {
+		case e := <-c.errs:
+			if !strings.Contains(e, "FORBIDDEN") {
+				t.Fatalf("filter %s: %s", filter, e)
+			}
+		case m := <-c.msgs:
+			t.Fatalf("filter %s was accepted: %v", filter, m)
+		case <-time.After(3 * time.Second):
+			t.Fatalf("filter %s: no answer", filter)
+		}
+	}
+}
