@@ -2,8 +2,10 @@ package live
 
 import (
 	"context"
+	"os"
 	"runtime"
 	"slices"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -45,7 +47,9 @@ func newBenchWorld() *benchWorld {
 
 // filter returns subscriber i's filter: a mix of what buyers, providers and admins watch.
 func (w *benchWorld) filter(i int) Filter {
-	c := w.configs[i%len(w.configs)]
+	// i%10 picks the kind of filter and i/10 the config, so that each kind spreads over
+	// every config, tenant and provider.
+	c := w.configs[(i/10)%len(w.configs)]
 	switch i % 10 {
 	case 0, 1, 2, 3:
 		return Filter{TenantID: c.tenant}
@@ -69,7 +73,10 @@ func (w *benchWorld) filter(i int) Filter {
 // measures the cost of ingesting one event, of one flush, and the delay from Publish
 // (the recorder's commit) to delivery at a steady event rate.
 func BenchmarkFanout(b *testing.B) {
-	const subscribers = 10000
+	subscribers := 10000
+	if n, err := strconv.Atoi(os.Getenv("LIVE_BENCH_SUBSCRIBERS")); err == nil && n > 0 {
+		subscribers = n
+	}
 	db := sqliteDB(b)
 	bus := newMemory(b)
 	h := newHub(b, db.Client, bus, Options{}) // default 500 ms interval
@@ -108,7 +115,7 @@ func BenchmarkFanout(b *testing.B) {
 	runtime.GC()
 	runtime.ReadMemStats(&ms)
 	b.Logf("%d subscribers in %d groups, subscribed in %v; hub heap %.0f bytes/subscriber; hub goroutines %d",
-		h.Subscribers(), h.Groups(), subscribeTime, float64(ms.HeapAlloc-heap0)/subscribers, runtime.NumGoroutine()-g0)
+		h.Subscribers(), h.Groups(), subscribeTime, float64(ms.HeapAlloc-heap0)/float64(subscribers), runtime.NumGoroutine()-g0)
 
 	// Readers stand for the websocket writers: they take each message and note how long
 	// after its Publish each newly visible call arrived.
@@ -167,16 +174,24 @@ func BenchmarkFanout(b *testing.B) {
 				enc, _ := encodeEvents(evs, maxPayload)
 				payloads[p] = enc[0].data
 			}
+			runtime.LockOSThread()
+			defer runtime.UnlockOSThread()
 			b.ResetTimer()
+			cpu0 := threadCPU()
 			for i := 0; i < b.N; i += size {
 				h.ingest(payloads[(i/size)%len(payloads)])
 			}
+			b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N), "cpu-ns/event")
 		})
 	}
 
 	// flush: one tick with every group dirty (the worst case: all 10,000 subscribers
 	// get a message).
 	b.Run("flush-all-dirty", func(b *testing.B) {
+		runtime.LockOSThread()
+		defer runtime.UnlockOSThread()
+		cpu0 := threadCPU()
+		defer func() { b.ReportMetric(float64(threadCPU()-cpu0)/float64(b.N)/1e6, "cpu-ms/flush") }()
 		for range b.N {
 			h.mu.Lock()
 			for _, g := range h.groups {
