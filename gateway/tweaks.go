@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"fmt"
-	"slices"
-	"sort"
-	"strings"
+	"github.com/gsvdev/agentregistry/internal/tweaks"
 )
 
 // Tweaks override flow component fields per run. The plan's tweakable_fields decide which
@@ -20,74 +18,24 @@ import (
 // (saved or per request, when the plan opens "system_prompt") override it.
 const PersonaTweak = "system_prompt"
 
-// forbiddenField is refused at any depth of any tweak.
-const forbiddenField = "code"
-
 // tweakError says why tweaks were refused; forbidden is a 403, otherwise a 400.
 type tweakError struct {
 	forbidden bool
 	msg       string
 }
 
-// checkTweaks verifies tweaks against the allowlist and the "code" rule.
-func checkTweaks(tweaks map[string]any, allowed []string) *tweakError {
-	keys := make([]string, 0, len(tweaks))
-	for k := range tweaks {
-		keys = append(keys, k)
+// checkTweaks verifies tweaks against the allowlist and the "code" rule (internal/tweaks,
+// shared with the config mutation so saved and per-call tweaks follow one rule).
+func checkTweaks(tw map[string]any, allowed []string) *tweakError {
+	v := tweaks.Check(tw, allowed)
+	switch {
+	case v == nil:
+		return nil
+	case v.Code:
+		return &tweakError{forbidden: true, msg: fmt.Sprintf("tweak %q: the code field can never be tweaked", v.Path)}
+	default:
+		return &tweakError{forbidden: true, msg: fmt.Sprintf("tweak %q is not allowed by the plan", v.Path)}
 	}
-	sort.Strings(keys) // deterministic messages
-	for _, k := range keys {
-		v := tweaks[k]
-		if isForbiddenName(k) || containsForbidden(v, 0) {
-			return &tweakError{forbidden: true, msg: fmt.Sprintf("tweak %q: the code field can never be tweaked", k)}
-		}
-		if nested, ok := v.(map[string]any); ok {
-			if slices.Contains(allowed, k) {
-				// A flat field whose value happens to be an object.
-				continue
-			}
-			fields := make([]string, 0, len(nested))
-			for f := range nested {
-				fields = append(fields, f)
-			}
-			sort.Strings(fields)
-			for _, f := range fields {
-				if !slices.Contains(allowed, k+"."+f) {
-					return &tweakError{forbidden: true, msg: fmt.Sprintf("tweak %q is not allowed by the plan", k+"."+f)}
-				}
-			}
-			continue
-		}
-		if !slices.Contains(allowed, k) {
-			return &tweakError{forbidden: true, msg: fmt.Sprintf("tweak %q is not allowed by the plan", k)}
-		}
-	}
-	return nil
-}
-
-func isForbiddenName(k string) bool { return strings.EqualFold(strings.TrimSpace(k), forbiddenField) }
-
-// containsForbidden looks for a "code" key anywhere inside v. depth is bounded by the JSON
-// decoder already; the bound here only keeps a hand-built value from recursing forever.
-func containsForbidden(v any, depth int) bool {
-	if depth > 64 {
-		return true
-	}
-	switch t := v.(type) {
-	case map[string]any:
-		for k, inner := range t {
-			if isForbiddenName(k) || containsForbidden(inner, depth+1) {
-				return true
-			}
-		}
-	case []any:
-		for _, inner := range t {
-			if containsForbidden(inner, depth+1) {
-				return true
-			}
-		}
-	}
-	return false
 }
 
 // mergeTweaks returns base overlaid with over, one level deep (component objects merge

@@ -71,9 +71,13 @@ func loadOrCreateSecret(path string) (string, error) {
 	return secret, nil
 }
 
-func (d *devMode) seed(ctx context.Context, client *ent.Client, svc *keys.Service) error {
+func (d *devMode) seed(ctx context.Context, client *ent.Client, svc *keys.Service, base string) error {
 	res, err := seed.Demo(ctx, client)
 	if err != nil {
+		return err
+	}
+	// The widget demo is served from this server's own origin, whatever port it got.
+	if err := seed.AllowOrigin(ctx, client, res.Config, base); err != nil {
 		return err
 	}
 	if d.seeded, err = seed.DevKeys(ctx, client, svc, res); err != nil {
@@ -104,6 +108,7 @@ func (d *devMode) printCredentials(w io.Writer, base string) {
 	fmt.Fprintf(w, "dev api key: %s\n", d.seeded.APIKey)
 	fmt.Fprintf(w, "dev publishable key: %s\n", d.seeded.PublishableKey)
 	fmt.Fprintf(w, "dev config id: %s\n", d.seeded.Config)
+	fmt.Fprintf(w, "widget demo: %s/widget/demo\n", base)
 	fmt.Fprintf(w, "invoke: curl -s -H 'Authorization: Bearer %s' -H 'Content-Type: application/json' -d '{\"input\":\"hello\"}' %s/api/agent-gateway/invoke/\n", d.seeded.APIKey, base)
 	fmt.Fprintf(w, "try: curl -s -H 'Authorization: Bearer <dev customer token>' -H 'Content-Type: application/json' -d '{\"query\":\"{ viewer { subject roles memberships { role tenant { name } } } }\"}' %s/graphql\n", base)
 }

@@ -13,6 +13,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/ratelimit"
 	"github.com/gsvdev/agentregistry/internal/usage"
 	"github.com/gsvdev/agentregistry/internal/usage/live"
+	"github.com/gsvdev/agentregistry/widget"
 )
 
 // devLangflowPath is where --dev mounts the built-in echo runtime when LANGFLOW_URL is
@@ -58,9 +59,12 @@ func (s *Server) buildGateway(ctx context.Context, baseURL string) (*gateway.Gat
 		return nil, fmt.Errorf("langflow client: %w", err)
 	}
 
+	// One config cache for the gateway and the widget endpoint, so both enforce the same
+	// origins from the same snapshot.
+	s.resolver = gateway.NewEntResolver(s.db.Client, gateway.EntResolverOptions{})
 	return gateway.New(gateway.Deps{
 		Verifier:  s.verifier,
-		Resolver:  gateway.NewEntResolver(s.db.Client, gateway.EntResolverOptions{}),
+		Resolver:  s.resolver,
 		Limiter:   limiter,
 		Quota:     quota,
 		Runtime:   s.langflow,
@@ -79,4 +83,18 @@ func (s *Server) limiter() (ratelimit.Limiter, error) {
 		return mem, nil
 	}
 	return ratelimit.NewRedis(s.redis, ratelimit.RedisOptions{FailClosed: s.cfg.RateLimitFailClosed, Logger: s.logger}), nil
+}
+
+// buildWidget serves the widget's assets, its public config endpoint and, in dev, the
+// demo page with the seeded config and publishable key.
+func (s *Server) buildWidget() (*widget.Widget, error) {
+	var demoCfg, demoKey string
+	if s.dev != nil {
+		demoCfg, demoKey = string(s.dev.seeded.Config), s.dev.seeded.PublishableKey
+	}
+	return widget.New(widget.Options{
+		Verifier: s.verifier, Resolver: s.resolver,
+		Settings: widget.NewEntSettings(s.db.Client, 0),
+		Dev:      s.dev != nil, DemoConfigID: demoCfg, DemoKey: demoKey, Logger: s.logger,
+	})
 }

@@ -64,6 +64,9 @@ func (s *Server) routes() http.Handler {
 	for _, e := range s.gateway.Endpoints() {
 		handle(e.Pattern, e.Route, e.Handler)
 	}
+	for _, e := range s.widget.Endpoints() {
+		handle(e.Pattern, e.Route, e.Handler)
+	}
 
 	if s.dev != nil {
 		handle(devIssuerPath+"/", "/dev/oidc", s.dev.issuer.Handler())

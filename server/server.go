@@ -23,6 +23,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/pubsub"
 	"github.com/gsvdev/agentregistry/internal/usage"
 	"github.com/gsvdev/agentregistry/internal/usage/live"
+	"github.com/gsvdev/agentregistry/widget"
 )
 
 // Server is the whole service: one listener, one handler tree, and what must be drained
@@ -46,6 +47,8 @@ type Server struct {
 	live     *live.Hub
 	langflow *langflow.Client
 	gateway  *gateway.Gateway
+	resolver *gateway.EntResolver
+	widget   *widget.Widget
 
 	// drains run after the HTTP server has stopped (flush what requests left behind);
 	// closers release clients at the very end; background work stops with bgCancel.
@@ -122,7 +125,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	s.keys = keys.New(s.db.Client, s.keyring, nil)
 
 	if s.dev != nil {
-		if err := s.dev.seed(ctx, s.db.Client, s.keys); err != nil {
+		if err := s.dev.seed(ctx, s.db.Client, s.keys, "http://"+s.ln.Addr().String()); err != nil {
 			return nil, err
 		}
 	}
@@ -138,6 +141,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 	}
 	s.closers = append(s.closers, s.bus.Close)
 	if s.gateway, err = s.buildGateway(ctx, "http://"+s.ln.Addr().String()); err != nil {
+		return nil, err
+	}
+	if s.widget, err = s.buildWidget(); err != nil {
 		return nil, err
 	}
 	// The recorder drains after the HTTP server stops: every answered call is committed.

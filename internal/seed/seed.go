@@ -10,6 +10,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/gsvdev/agentregistry/ent"
@@ -180,6 +181,23 @@ func withTx(ctx context.Context, client *ent.Client, fn func(*ent.Tx) error) err
 	}
 	if err := tx.Commit(); err != nil {
 		return fmt.Errorf("seed: commit: %w", err)
+	}
+	return nil
+}
+
+// AllowOrigin adds origin to the config's allowed origins when it is not there yet (the
+// dev server lets its own widget demo page call it, on whatever port it listens).
+func AllowOrigin(ctx context.Context, client *ent.Client, config pulid.ID, origin string) error {
+	ctx = auth.SystemContext(ctx)
+	cfg, err := client.AgentConfig.Get(ctx, config)
+	if err != nil {
+		return fmt.Errorf("seed: config: %w", err)
+	}
+	if slices.Contains(cfg.AllowedOrigins, origin) {
+		return nil
+	}
+	if err := cfg.Update().AppendAllowedOrigins([]string{origin}).Exec(ctx); err != nil {
+		return fmt.Errorf("seed: allow origin: %w", err)
 	}
 	return nil
 }

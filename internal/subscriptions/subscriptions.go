@@ -100,7 +100,7 @@ func (s *Service) UpdateConfig(ctx context.Context, id pulid.ID, in ent.UpdateAg
 		if err != nil {
 			return nil, fmt.Errorf("subscriptions: plan of config: %w", err)
 		}
-		if err := CheckTweaks("input.tweaks", in.Tweaks, sub.Edges.Plan.TweakableFields); err != nil {
+		if err := checkTweaks("input.tweaks", in.Tweaks, sub.Edges.Plan.TweakableFields); err != nil {
 			return nil, err
 		}
 	}
