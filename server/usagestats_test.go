@@ -2,6 +2,7 @@ package server_test
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -228,3 +229,83 @@ func TestUsageStatsAcrossReplicas(t *testing.T) {
 		}
 	}
 }
+
+// When PostgreSQL drops every connection of the service (what a restart looks like from
+// here), the service keeps answering once the database is back, and a live subscription
+// is resynced from the rollups and keeps following new calls.
+func TestUsageStatsSurviveDatabaseConnectionLoss(t *testing.T) {
+	pg := dbtest.PostgresURL(t)
+	ctx := context.Background()
+	dsn, drop, err := dbtest.CreatePostgresDatabase(ctx, pg, "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop)
+	_, lf := echotest.Start(t, echoruntime.Options{})
+	issuer := authtest.NewIssuer(t)
+	env := map[string]string{
+		"ADDR": "127.0.0.1:0", "DATABASE_URL": dsn, "MIGRATE_ON_START": "true",
+		"OIDC_ISSUER": issuer.URL(), "LANGFLOW_URL": lf.URL, "OIDC_TENANT_CLAIM": "",
+		"APIKEY_SIGNING_KEYS": "t:" + strings.Repeat("ef", 32), "DATA_DIR": t.TempDir(), "LOG_LEVEL": "error",
+	}
+	a := startReplica(t, env)
+	demo, err := seed.Demo(ctx, a.DB().Client)
+	if err != nil {
+		t.Fatal(err)
+	}
+	sys := auth.SystemContext(ctx)
+	key, err := a.Keys().Create(sys, keys.CreateParams{ConfigID: demo.Config, Name: "k", Kind: apikey.KindSecret})
+	if err != nil {
+		t.Fatal(err)
+	}
+	base := "http://" + a.Addr()
+	tok := issuer.Token(t, authtest.NewClaims().Subject(seed.CustomerSubject).RealmRoles(string(auth.RoleCustomer)).Map())
+	sub := subscribeStats(t, base, tok, fmt.Sprintf(`{tenantID: %q}`, demo.BuyerTenant), true)
+	first := sub.next(t, 5*time.Second, func(statsMsg) bool { return true })
+	if got := invokeStatus(t, base, key.Secret); got != http.StatusOK {
+		t.Fatalf("invoke before: %d", got)
+	}
+	sub.next(t, 2*time.Second, func(s statsMsg) bool { return s.Day.Requests == first.Day.Requests+1 })
+
+	// Drop every connection to this test's database, the LISTEN connection included.
+	admin, drop2, err := dbtest.CreatePostgresDatabase(ctx, pg, "adm") // a second database to connect from
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop2)
+	dbName := dsn[strings.LastIndex(dsn, "/")+1:]
+	if i := strings.IndexByte(dbName, '?'); i >= 0 {
+		dbName = dbName[:i]
+	}
+	killer, err := sqlOpen(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer killer.Close()
+	var killed int
+	if err := killer.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1`, dbName).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed == 0 {
+		t.Fatal("no connection was terminated")
+	}
+	t.Logf("terminated %d connections", killed)
+
+	// The pool reconnects: invokes succeed again within a few seconds, and the
+	// subscription follows them (resynced from the database after the bus reconnects).
+	deadline := time.Now().Add(10 * time.Second)
+	for invokeStatus(t, base, key.Secret) != http.StatusOK {
+		if time.Now().After(deadline) {
+			t.Fatal("invokes do not recover after the connections were dropped")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	sub.next(t, 10*time.Second, func(s statsMsg) bool { return s.Day.Requests >= first.Day.Requests+2 })
+	if got := invokeStatus(t, base, key.Secret); got != http.StatusOK {
+		t.Fatalf("invoke after recovery: %d", got)
+	}
+	st := sub.next(t, 5*time.Second, func(s statsMsg) bool { return s.Day.Requests >= first.Day.Requests+3 })
+	t.Logf("after the connection loss the subscription counts %d calls today", st.Day.Requests)
+}
+
+func sqlOpen(dsn string) (*sql.DB, error) { return sql.Open("postgres", dsn) }
