@@ -146,3 +146,19 @@ func TestLateMessageOfLoadedCallCountsOnce(t *testing.T) {
 		}
 	})
 }
+
+// Calls read with the state leave the last minute on time even if nothing else happens.
+func TestLoadedMinuteSlides(t *testing.T) {
+	db := sqliteDB(t)
+	a := newScope()
+	var c clock
+	c.set(time.Now())
+	record(t, newRecorder(t, db.Client, nil), a.event(200, 1, 1, 1, c.now().Add(-50*time.Second)))
+	h := newHub(t, db.Client, newMemory(t), Options{Interval: 20 * time.Millisecond, Now: c.now})
+	ch, _ := subscribe(t, h, Filter{TenantID: a.tenant})
+	if s := next(t, ch, time.Second); s.LastMinute.Requests != 1 {
+		t.Fatalf("first message %+v", s.LastMinute)
+	}
+	c.set(c.now().Add(15 * time.Second))
+	waitFor(t, ch, time.Second, "the call leaving the minute", func(s Stats) bool { return s.LastMinute.Requests == 0 })
+}

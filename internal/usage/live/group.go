@@ -25,14 +25,16 @@ type ids [numDims]pulid.ID
 // groupKey identifies a group: a normalized Filter (comparable, so a map key).
 type groupKey struct {
 	ids ids
-	// period is the Unix time of the period's first day, or 0 for the calendar month.
+	// custom is set when the filter gives its period's first day, period (Unix time);
+	// otherwise the period is the calendar month.
+	custom bool
 	period int64
 }
 
 func (f Filter) key() groupKey {
 	k := groupKey{ids: ids{f.KeyID, f.ConfigID, f.AgentID, f.TenantID, f.ProviderTenantID}}
 	if !f.PeriodStart.IsZero() {
-		k.period = dayOf(f.PeriodStart).Unix()
+		k.custom, k.period = true, dayOf(f.PeriodStart).Unix()
 	}
 	return k
 }
@@ -192,7 +194,6 @@ func (g *group) apply(ev *usage.Event, today, now time.Time, recentCap int) {
 // stats builds the group's message. scratch is reused between calls.
 func (g *group) stats(now time.Time, scratch *[]int64) Stats {
 	m := g.st.minute(now, scratch)
-	g.sentMinute = m.Requests
 	return Stats{
 		Day:         g.st.dayT,
 		DayStart:    g.st.day,
@@ -237,7 +238,7 @@ type sample struct {
 // newState returns the empty state of key k at now.
 func newState(k groupKey, now time.Time) state {
 	st := state{day: dayOf(now)}
-	if k.period == 0 {
+	if !k.custom {
 		st.monthly = true
 		st.periodStart = monthOf(now)
 		st.periodEnd = st.periodStart.AddDate(0, 1, 0)

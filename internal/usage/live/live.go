@@ -102,6 +102,8 @@ type Stats struct {
 	// Resynced is set when this message does not follow from the previous one: the
 	// state was re-read from the database (the bus reconnected, messages were lost) or
 	// the subscriber was too slow and earlier messages were dropped for this one.
+	// Since every message is a whole state, a client needs no special handling; the
+	// flag tells a dashboard (or a test) that what it shows jumped rather than ticked.
 	Resynced bool
 }
 
@@ -200,7 +202,9 @@ type delivery struct {
 }
 
 // NewHub starts a hub reading the database through client and exchanging events on bus.
-// It subscribes to the bus before returning. Close stops it; it does not close the bus.
+// It subscribes to the bus before returning, which with a cross-replica bus may take up
+// to the bus's subscribe timeout when its backend is down (the hub then resyncs when the
+// bus reconnects). Close stops it; it does not close the bus.
 func NewHub(client *ent.Client, bus pubsub.Bus, opts Options) *Hub {
 	if client == nil || bus == nil {
 		panic("live: NewHub needs a client and a bus")
@@ -489,6 +493,8 @@ func (h *Hub) install(g *group, st state, seen map[string]struct{}, resynced boo
 	for i := range pending {
 		g.apply(&pending[i], today, h.now(), h.opts.RecentCalls)
 	}
+	// The first messages will show this count; the flush watches it slide from there.
+	g.sentMinute = g.st.minuteCount(h.now())
 	// After the first load, the subscribers waiting for it get the state with their
 	// first message; after a reload, every subscriber needs the new state.
 	if resynced {
@@ -643,6 +649,9 @@ func (h *Hub) flush() {
 		}
 		st := g.stats(now, &h.scratch)
 		st.Resynced = g.resynced
+		// What every subscriber of g now shows (a new subscriber's first message may be
+		// fresher, but the next flush brings the others level with it).
+		g.sentMinute = st.LastMinute.Requests
 		h.outbox = append(h.outbox, delivery{st: st, n: len(g.subs)})
 		for s := range g.subs {
 			h.targets = append(h.targets, s)

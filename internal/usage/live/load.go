@@ -43,8 +43,8 @@ func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
 		defer func() { _ = tx.Rollback() }() // read-only: nothing to commit
 		client = tx.Client()
 	}
-	// now is taken after the snapshot's start would be, so that nothing the snapshot
-	// holds is newer than the window computed from it.
+	// One instant anchors the day, the period and the minute for every query, so that
+	// they describe the same moment.
 	now := h.now()
 	st := newState(k, now)
 
