@@ -291,6 +291,18 @@ var schemaGraph = func() *sqlgraph.Schema {
 			usagedaily.FieldInputTokens:      {Type: field.TypeInt64, Column: usagedaily.FieldInputTokens},
 			usagedaily.FieldOutputTokens:     {Type: field.TypeInt64, Column: usagedaily.FieldOutputTokens},
 			usagedaily.FieldTotalMs:          {Type: field.TypeInt64, Column: usagedaily.FieldTotalMs},
+			usagedaily.FieldLatLe25:          {Type: field.TypeInt64, Column: usagedaily.FieldLatLe25},
+			usagedaily.FieldLatLe50:          {Type: field.TypeInt64, Column: usagedaily.FieldLatLe50},
+			usagedaily.FieldLatLe100:         {Type: field.TypeInt64, Column: usagedaily.FieldLatLe100},
+			usagedaily.FieldLatLe200:         {Type: field.TypeInt64, Column: usagedaily.FieldLatLe200},
+			usagedaily.FieldLatLe400:         {Type: field.TypeInt64, Column: usagedaily.FieldLatLe400},
+			usagedaily.FieldLatLe800:         {Type: field.TypeInt64, Column: usagedaily.FieldLatLe800},
+			usagedaily.FieldLatLe1600:        {Type: field.TypeInt64, Column: usagedaily.FieldLatLe1600},
+			usagedaily.FieldLatLe3200:        {Type: field.TypeInt64, Column: usagedaily.FieldLatLe3200},
+			usagedaily.FieldLatLe6400:        {Type: field.TypeInt64, Column: usagedaily.FieldLatLe6400},
+			usagedaily.FieldLatLe12800:       {Type: field.TypeInt64, Column: usagedaily.FieldLatLe12800},
+			usagedaily.FieldLatLe25600:       {Type: field.TypeInt64, Column: usagedaily.FieldLatLe25600},
+			usagedaily.FieldLatInf:           {Type: field.TypeInt64, Column: usagedaily.FieldLatInf},
 		},
 	}
 	graph.Nodes[11] = &sqlgraph.Node{
@@ -2036,6 +2048,66 @@ func (f *UsageDailyFilter) WhereOutputTokens(p entql.Int64P) {
 // WhereTotalMs applies the entql int64 predicate on the total_ms field.
 func (f *UsageDailyFilter) WhereTotalMs(p entql.Int64P) {
 	f.Where(p.Field(usagedaily.FieldTotalMs))
+}
+
+// WhereLatLe25 applies the entql int64 predicate on the lat_le_25 field.
+func (f *UsageDailyFilter) WhereLatLe25(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe25))
+}
+
+// WhereLatLe50 applies the entql int64 predicate on the lat_le_50 field.
+func (f *UsageDailyFilter) WhereLatLe50(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe50))
+}
+
+// WhereLatLe100 applies the entql int64 predicate on the lat_le_100 field.
+func (f *UsageDailyFilter) WhereLatLe100(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe100))
+}
+
+// WhereLatLe200 applies the entql int64 predicate on the lat_le_200 field.
+func (f *UsageDailyFilter) WhereLatLe200(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe200))
+}
+
+// WhereLatLe400 applies the entql int64 predicate on the lat_le_400 field.
+func (f *UsageDailyFilter) WhereLatLe400(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe400))
+}
+
+// WhereLatLe800 applies the entql int64 predicate on the lat_le_800 field.
+func (f *UsageDailyFilter) WhereLatLe800(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe800))
+}
+
+// WhereLatLe1600 applies the entql int64 predicate on the lat_le_1600 field.
+func (f *UsageDailyFilter) WhereLatLe1600(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe1600))
+}
+
+// WhereLatLe3200 applies the entql int64 predicate on the lat_le_3200 field.
+func (f *UsageDailyFilter) WhereLatLe3200(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe3200))
+}
+
+// WhereLatLe6400 applies the entql int64 predicate on the lat_le_6400 field.
+func (f *UsageDailyFilter) WhereLatLe6400(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe6400))
+}
+
+// WhereLatLe12800 applies the entql int64 predicate on the lat_le_12800 field.
+func (f *UsageDailyFilter) WhereLatLe12800(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe12800))
+}
+
+// WhereLatLe25600 applies the entql int64 predicate on the lat_le_25600 field.
+func (f *UsageDailyFilter) WhereLatLe25600(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatLe25600))
+}
+
+// WhereLatInf applies the entql int64 predicate on the lat_inf field.
+func (f *UsageDailyFilter) WhereLatInf(p entql.Int64P) {
+	f.Where(p.Field(usagedaily.FieldLatInf))
 }
 
 // addPredicate implements the predicateAdder interface.

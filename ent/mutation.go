@@ -11267,6 +11267,30 @@ type UsageDailyMutation struct {
 	addoutput_tokens   *int64
 	total_ms           *int64
 	addtotal_ms        *int64
+	lat_le_25          *int64
+	addlat_le_25       *int64
+	lat_le_50          *int64
+	addlat_le_50       *int64
+	lat_le_100         *int64
+	addlat_le_100      *int64
+	lat_le_200         *int64
+	addlat_le_200      *int64
+	lat_le_400         *int64
+	addlat_le_400      *int64
+	lat_le_800         *int64
+	addlat_le_800      *int64
+	lat_le_1600        *int64
+	addlat_le_1600     *int64
+	lat_le_3200        *int64
+	addlat_le_3200     *int64
+	lat_le_6400        *int64
+	addlat_le_6400     *int64
+	lat_le_12800       *int64
+	addlat_le_12800    *int64
+	lat_le_25600       *int64
+	addlat_le_25600    *int64
+	lat_inf            *int64
+	addlat_inf         *int64
 	clearedFields      map[string]struct{}
 	done               bool
 	oldValue           func(context.Context) (*UsageDaily, error)
@@ -11873,6 +11897,678 @@ func (m *UsageDailyMutation) ResetTotalMs() {
 	m.addtotal_ms = nil
 }
 
+// SetLatLe25 sets the "lat_le_25" field.
+func (m *UsageDailyMutation) SetLatLe25(i int64) {
+	m.lat_le_25 = &i
+	m.addlat_le_25 = nil
+}
+
+// LatLe25 returns the value of the "lat_le_25" field in the mutation.
+func (m *UsageDailyMutation) LatLe25() (r int64, exists bool) {
+	v := m.lat_le_25
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe25 returns the old "lat_le_25" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe25(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe25 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe25 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe25: %w", err)
+	}
+	return oldValue.LatLe25, nil
+}
+
+// AddLatLe25 adds i to the "lat_le_25" field.
+func (m *UsageDailyMutation) AddLatLe25(i int64) {
+	if m.addlat_le_25 != nil {
+		*m.addlat_le_25 += i
+	} else {
+		m.addlat_le_25 = &i
+	}
+}
+
+// AddedLatLe25 returns the value that was added to the "lat_le_25" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe25() (r int64, exists bool) {
+	v := m.addlat_le_25
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe25 resets all changes to the "lat_le_25" field.
+func (m *UsageDailyMutation) ResetLatLe25() {
+	m.lat_le_25 = nil
+	m.addlat_le_25 = nil
+}
+
+// SetLatLe50 sets the "lat_le_50" field.
+func (m *UsageDailyMutation) SetLatLe50(i int64) {
+	m.lat_le_50 = &i
+	m.addlat_le_50 = nil
+}
+
+// LatLe50 returns the value of the "lat_le_50" field in the mutation.
+func (m *UsageDailyMutation) LatLe50() (r int64, exists bool) {
+	v := m.lat_le_50
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe50 returns the old "lat_le_50" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe50(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe50 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe50 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe50: %w", err)
+	}
+	return oldValue.LatLe50, nil
+}
+
+// AddLatLe50 adds i to the "lat_le_50" field.
+func (m *UsageDailyMutation) AddLatLe50(i int64) {
+	if m.addlat_le_50 != nil {
+		*m.addlat_le_50 += i
+	} else {
+		m.addlat_le_50 = &i
+	}
+}
+
+// AddedLatLe50 returns the value that was added to the "lat_le_50" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe50() (r int64, exists bool) {
+	v := m.addlat_le_50
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe50 resets all changes to the "lat_le_50" field.
+func (m *UsageDailyMutation) ResetLatLe50() {
+	m.lat_le_50 = nil
+	m.addlat_le_50 = nil
+}
+
+// SetLatLe100 sets the "lat_le_100" field.
+func (m *UsageDailyMutation) SetLatLe100(i int64) {
+	m.lat_le_100 = &i
+	m.addlat_le_100 = nil
+}
+
+// LatLe100 returns the value of the "lat_le_100" field in the mutation.
+func (m *UsageDailyMutation) LatLe100() (r int64, exists bool) {
+	v := m.lat_le_100
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe100 returns the old "lat_le_100" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe100(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe100 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe100 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe100: %w", err)
+	}
+	return oldValue.LatLe100, nil
+}
+
+// AddLatLe100 adds i to the "lat_le_100" field.
+func (m *UsageDailyMutation) AddLatLe100(i int64) {
+	if m.addlat_le_100 != nil {
+		*m.addlat_le_100 += i
+	} else {
+		m.addlat_le_100 = &i
+	}
+}
+
+// AddedLatLe100 returns the value that was added to the "lat_le_100" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe100() (r int64, exists bool) {
+	v := m.addlat_le_100
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe100 resets all changes to the "lat_le_100" field.
+func (m *UsageDailyMutation) ResetLatLe100() {
+	m.lat_le_100 = nil
+	m.addlat_le_100 = nil
+}
+
+// SetLatLe200 sets the "lat_le_200" field.
+func (m *UsageDailyMutation) SetLatLe200(i int64) {
+	m.lat_le_200 = &i
+	m.addlat_le_200 = nil
+}
+
+// LatLe200 returns the value of the "lat_le_200" field in the mutation.
+func (m *UsageDailyMutation) LatLe200() (r int64, exists bool) {
+	v := m.lat_le_200
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe200 returns the old "lat_le_200" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe200(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe200 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe200 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe200: %w", err)
+	}
+	return oldValue.LatLe200, nil
+}
+
+// AddLatLe200 adds i to the "lat_le_200" field.
+func (m *UsageDailyMutation) AddLatLe200(i int64) {
+	if m.addlat_le_200 != nil {
+		*m.addlat_le_200 += i
+	} else {
+		m.addlat_le_200 = &i
+	}
+}
+
+// AddedLatLe200 returns the value that was added to the "lat_le_200" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe200() (r int64, exists bool) {
+	v := m.addlat_le_200
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe200 resets all changes to the "lat_le_200" field.
+func (m *UsageDailyMutation) ResetLatLe200() {
+	m.lat_le_200 = nil
+	m.addlat_le_200 = nil
+}
+
+// SetLatLe400 sets the "lat_le_400" field.
+func (m *UsageDailyMutation) SetLatLe400(i int64) {
+	m.lat_le_400 = &i
+	m.addlat_le_400 = nil
+}
+
+// LatLe400 returns the value of the "lat_le_400" field in the mutation.
+func (m *UsageDailyMutation) LatLe400() (r int64, exists bool) {
+	v := m.lat_le_400
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe400 returns the old "lat_le_400" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe400(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe400 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe400 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe400: %w", err)
+	}
+	return oldValue.LatLe400, nil
+}
+
+// AddLatLe400 adds i to the "lat_le_400" field.
+func (m *UsageDailyMutation) AddLatLe400(i int64) {
+	if m.addlat_le_400 != nil {
+		*m.addlat_le_400 += i
+	} else {
+		m.addlat_le_400 = &i
+	}
+}
+
+// AddedLatLe400 returns the value that was added to the "lat_le_400" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe400() (r int64, exists bool) {
+	v := m.addlat_le_400
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe400 resets all changes to the "lat_le_400" field.
+func (m *UsageDailyMutation) ResetLatLe400() {
+	m.lat_le_400 = nil
+	m.addlat_le_400 = nil
+}
+
+// SetLatLe800 sets the "lat_le_800" field.
+func (m *UsageDailyMutation) SetLatLe800(i int64) {
+	m.lat_le_800 = &i
+	m.addlat_le_800 = nil
+}
+
+// LatLe800 returns the value of the "lat_le_800" field in the mutation.
+func (m *UsageDailyMutation) LatLe800() (r int64, exists bool) {
+	v := m.lat_le_800
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe800 returns the old "lat_le_800" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe800(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe800 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe800 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe800: %w", err)
+	}
+	return oldValue.LatLe800, nil
+}
+
+// AddLatLe800 adds i to the "lat_le_800" field.
+func (m *UsageDailyMutation) AddLatLe800(i int64) {
+	if m.addlat_le_800 != nil {
+		*m.addlat_le_800 += i
+	} else {
+		m.addlat_le_800 = &i
+	}
+}
+
+// AddedLatLe800 returns the value that was added to the "lat_le_800" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe800() (r int64, exists bool) {
+	v := m.addlat_le_800
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe800 resets all changes to the "lat_le_800" field.
+func (m *UsageDailyMutation) ResetLatLe800() {
+	m.lat_le_800 = nil
+	m.addlat_le_800 = nil
+}
+
+// SetLatLe1600 sets the "lat_le_1600" field.
+func (m *UsageDailyMutation) SetLatLe1600(i int64) {
+	m.lat_le_1600 = &i
+	m.addlat_le_1600 = nil
+}
+
+// LatLe1600 returns the value of the "lat_le_1600" field in the mutation.
+func (m *UsageDailyMutation) LatLe1600() (r int64, exists bool) {
+	v := m.lat_le_1600
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe1600 returns the old "lat_le_1600" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe1600(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe1600 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe1600 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe1600: %w", err)
+	}
+	return oldValue.LatLe1600, nil
+}
+
+// AddLatLe1600 adds i to the "lat_le_1600" field.
+func (m *UsageDailyMutation) AddLatLe1600(i int64) {
+	if m.addlat_le_1600 != nil {
+		*m.addlat_le_1600 += i
+	} else {
+		m.addlat_le_1600 = &i
+	}
+}
+
+// AddedLatLe1600 returns the value that was added to the "lat_le_1600" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe1600() (r int64, exists bool) {
+	v := m.addlat_le_1600
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe1600 resets all changes to the "lat_le_1600" field.
+func (m *UsageDailyMutation) ResetLatLe1600() {
+	m.lat_le_1600 = nil
+	m.addlat_le_1600 = nil
+}
+
+// SetLatLe3200 sets the "lat_le_3200" field.
+func (m *UsageDailyMutation) SetLatLe3200(i int64) {
+	m.lat_le_3200 = &i
+	m.addlat_le_3200 = nil
+}
+
+// LatLe3200 returns the value of the "lat_le_3200" field in the mutation.
+func (m *UsageDailyMutation) LatLe3200() (r int64, exists bool) {
+	v := m.lat_le_3200
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe3200 returns the old "lat_le_3200" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe3200(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe3200 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe3200 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe3200: %w", err)
+	}
+	return oldValue.LatLe3200, nil
+}
+
+// AddLatLe3200 adds i to the "lat_le_3200" field.
+func (m *UsageDailyMutation) AddLatLe3200(i int64) {
+	if m.addlat_le_3200 != nil {
+		*m.addlat_le_3200 += i
+	} else {
+		m.addlat_le_3200 = &i
+	}
+}
+
+// AddedLatLe3200 returns the value that was added to the "lat_le_3200" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe3200() (r int64, exists bool) {
+	v := m.addlat_le_3200
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe3200 resets all changes to the "lat_le_3200" field.
+func (m *UsageDailyMutation) ResetLatLe3200() {
+	m.lat_le_3200 = nil
+	m.addlat_le_3200 = nil
+}
+
+// SetLatLe6400 sets the "lat_le_6400" field.
+func (m *UsageDailyMutation) SetLatLe6400(i int64) {
+	m.lat_le_6400 = &i
+	m.addlat_le_6400 = nil
+}
+
+// LatLe6400 returns the value of the "lat_le_6400" field in the mutation.
+func (m *UsageDailyMutation) LatLe6400() (r int64, exists bool) {
+	v := m.lat_le_6400
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe6400 returns the old "lat_le_6400" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe6400(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe6400 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe6400 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe6400: %w", err)
+	}
+	return oldValue.LatLe6400, nil
+}
+
+// AddLatLe6400 adds i to the "lat_le_6400" field.
+func (m *UsageDailyMutation) AddLatLe6400(i int64) {
+	if m.addlat_le_6400 != nil {
+		*m.addlat_le_6400 += i
+	} else {
+		m.addlat_le_6400 = &i
+	}
+}
+
+// AddedLatLe6400 returns the value that was added to the "lat_le_6400" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe6400() (r int64, exists bool) {
+	v := m.addlat_le_6400
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe6400 resets all changes to the "lat_le_6400" field.
+func (m *UsageDailyMutation) ResetLatLe6400() {
+	m.lat_le_6400 = nil
+	m.addlat_le_6400 = nil
+}
+
+// SetLatLe12800 sets the "lat_le_12800" field.
+func (m *UsageDailyMutation) SetLatLe12800(i int64) {
+	m.lat_le_12800 = &i
+	m.addlat_le_12800 = nil
+}
+
+// LatLe12800 returns the value of the "lat_le_12800" field in the mutation.
+func (m *UsageDailyMutation) LatLe12800() (r int64, exists bool) {
+	v := m.lat_le_12800
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe12800 returns the old "lat_le_12800" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe12800(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe12800 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe12800 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe12800: %w", err)
+	}
+	return oldValue.LatLe12800, nil
+}
+
+// AddLatLe12800 adds i to the "lat_le_12800" field.
+func (m *UsageDailyMutation) AddLatLe12800(i int64) {
+	if m.addlat_le_12800 != nil {
+		*m.addlat_le_12800 += i
+	} else {
+		m.addlat_le_12800 = &i
+	}
+}
+
+// AddedLatLe12800 returns the value that was added to the "lat_le_12800" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe12800() (r int64, exists bool) {
+	v := m.addlat_le_12800
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe12800 resets all changes to the "lat_le_12800" field.
+func (m *UsageDailyMutation) ResetLatLe12800() {
+	m.lat_le_12800 = nil
+	m.addlat_le_12800 = nil
+}
+
+// SetLatLe25600 sets the "lat_le_25600" field.
+func (m *UsageDailyMutation) SetLatLe25600(i int64) {
+	m.lat_le_25600 = &i
+	m.addlat_le_25600 = nil
+}
+
+// LatLe25600 returns the value of the "lat_le_25600" field in the mutation.
+func (m *UsageDailyMutation) LatLe25600() (r int64, exists bool) {
+	v := m.lat_le_25600
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatLe25600 returns the old "lat_le_25600" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatLe25600(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatLe25600 is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatLe25600 requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatLe25600: %w", err)
+	}
+	return oldValue.LatLe25600, nil
+}
+
+// AddLatLe25600 adds i to the "lat_le_25600" field.
+func (m *UsageDailyMutation) AddLatLe25600(i int64) {
+	if m.addlat_le_25600 != nil {
+		*m.addlat_le_25600 += i
+	} else {
+		m.addlat_le_25600 = &i
+	}
+}
+
+// AddedLatLe25600 returns the value that was added to the "lat_le_25600" field in this mutation.
+func (m *UsageDailyMutation) AddedLatLe25600() (r int64, exists bool) {
+	v := m.addlat_le_25600
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatLe25600 resets all changes to the "lat_le_25600" field.
+func (m *UsageDailyMutation) ResetLatLe25600() {
+	m.lat_le_25600 = nil
+	m.addlat_le_25600 = nil
+}
+
+// SetLatInf sets the "lat_inf" field.
+func (m *UsageDailyMutation) SetLatInf(i int64) {
+	m.lat_inf = &i
+	m.addlat_inf = nil
+}
+
+// LatInf returns the value of the "lat_inf" field in the mutation.
+func (m *UsageDailyMutation) LatInf() (r int64, exists bool) {
+	v := m.lat_inf
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// OldLatInf returns the old "lat_inf" field's value of the UsageDaily entity.
+// If the UsageDaily object wasn't provided to the builder, the object is fetched from the database.
+// An error is returned if the mutation operation is not UpdateOne, or the database query fails.
+func (m *UsageDailyMutation) OldLatInf(ctx context.Context) (v int64, err error) {
+	if !m.op.Is(OpUpdateOne) {
+		return v, errors.New("OldLatInf is only allowed on UpdateOne operations")
+	}
+	if m.id == nil || m.oldValue == nil {
+		return v, errors.New("OldLatInf requires an ID field in the mutation")
+	}
+	oldValue, err := m.oldValue(ctx)
+	if err != nil {
+		return v, fmt.Errorf("querying old value for OldLatInf: %w", err)
+	}
+	return oldValue.LatInf, nil
+}
+
+// AddLatInf adds i to the "lat_inf" field.
+func (m *UsageDailyMutation) AddLatInf(i int64) {
+	if m.addlat_inf != nil {
+		*m.addlat_inf += i
+	} else {
+		m.addlat_inf = &i
+	}
+}
+
+// AddedLatInf returns the value that was added to the "lat_inf" field in this mutation.
+func (m *UsageDailyMutation) AddedLatInf() (r int64, exists bool) {
+	v := m.addlat_inf
+	if v == nil {
+		return
+	}
+	return *v, true
+}
+
+// ResetLatInf resets all changes to the "lat_inf" field.
+func (m *UsageDailyMutation) ResetLatInf() {
+	m.lat_inf = nil
+	m.addlat_inf = nil
+}
+
 // Where appends a list predicates to the UsageDailyMutation builder.
 func (m *UsageDailyMutation) Where(ps ...predicate.UsageDaily) {
 	m.predicates = append(m.predicates, ps...)
@@ -11907,7 +12603,7 @@ func (m *UsageDailyMutation) Type() string {
 // order to get all numeric fields that were incremented/decremented, call
 // AddedFields().
 func (m *UsageDailyMutation) Fields() []string {
-	fields := make([]string, 0, 11)
+	fields := make([]string, 0, 23)
 	if m.tenant_id != nil {
 		fields = append(fields, usagedaily.FieldTenantID)
 	}
@@ -11941,6 +12637,42 @@ func (m *UsageDailyMutation) Fields() []string {
 	if m.total_ms != nil {
 		fields = append(fields, usagedaily.FieldTotalMs)
 	}
+	if m.lat_le_25 != nil {
+		fields = append(fields, usagedaily.FieldLatLe25)
+	}
+	if m.lat_le_50 != nil {
+		fields = append(fields, usagedaily.FieldLatLe50)
+	}
+	if m.lat_le_100 != nil {
+		fields = append(fields, usagedaily.FieldLatLe100)
+	}
+	if m.lat_le_200 != nil {
+		fields = append(fields, usagedaily.FieldLatLe200)
+	}
+	if m.lat_le_400 != nil {
+		fields = append(fields, usagedaily.FieldLatLe400)
+	}
+	if m.lat_le_800 != nil {
+		fields = append(fields, usagedaily.FieldLatLe800)
+	}
+	if m.lat_le_1600 != nil {
+		fields = append(fields, usagedaily.FieldLatLe1600)
+	}
+	if m.lat_le_3200 != nil {
+		fields = append(fields, usagedaily.FieldLatLe3200)
+	}
+	if m.lat_le_6400 != nil {
+		fields = append(fields, usagedaily.FieldLatLe6400)
+	}
+	if m.lat_le_12800 != nil {
+		fields = append(fields, usagedaily.FieldLatLe12800)
+	}
+	if m.lat_le_25600 != nil {
+		fields = append(fields, usagedaily.FieldLatLe25600)
+	}
+	if m.lat_inf != nil {
+		fields = append(fields, usagedaily.FieldLatInf)
+	}
 	return fields
 }
 
@@ -11971,6 +12703,30 @@ func (m *UsageDailyMutation) Field(name string) (ent.Value, bool) {
 		return m.OutputTokens()
 	case usagedaily.FieldTotalMs:
 		return m.TotalMs()
+	case usagedaily.FieldLatLe25:
+		return m.LatLe25()
+	case usagedaily.FieldLatLe50:
+		return m.LatLe50()
+	case usagedaily.FieldLatLe100:
+		return m.LatLe100()
+	case usagedaily.FieldLatLe200:
+		return m.LatLe200()
+	case usagedaily.FieldLatLe400:
+		return m.LatLe400()
+	case usagedaily.FieldLatLe800:
+		return m.LatLe800()
+	case usagedaily.FieldLatLe1600:
+		return m.LatLe1600()
+	case usagedaily.FieldLatLe3200:
+		return m.LatLe3200()
+	case usagedaily.FieldLatLe6400:
+		return m.LatLe6400()
+	case usagedaily.FieldLatLe12800:
+		return m.LatLe12800()
+	case usagedaily.FieldLatLe25600:
+		return m.LatLe25600()
+	case usagedaily.FieldLatInf:
+		return m.LatInf()
 	}
 	return nil, false
 }
@@ -12002,6 +12758,30 @@ func (m *UsageDailyMutation) OldField(ctx context.Context, name string) (ent.Val
 		return m.OldOutputTokens(ctx)
 	case usagedaily.FieldTotalMs:
 		return m.OldTotalMs(ctx)
+	case usagedaily.FieldLatLe25:
+		return m.OldLatLe25(ctx)
+	case usagedaily.FieldLatLe50:
+		return m.OldLatLe50(ctx)
+	case usagedaily.FieldLatLe100:
+		return m.OldLatLe100(ctx)
+	case usagedaily.FieldLatLe200:
+		return m.OldLatLe200(ctx)
+	case usagedaily.FieldLatLe400:
+		return m.OldLatLe400(ctx)
+	case usagedaily.FieldLatLe800:
+		return m.OldLatLe800(ctx)
+	case usagedaily.FieldLatLe1600:
+		return m.OldLatLe1600(ctx)
+	case usagedaily.FieldLatLe3200:
+		return m.OldLatLe3200(ctx)
+	case usagedaily.FieldLatLe6400:
+		return m.OldLatLe6400(ctx)
+	case usagedaily.FieldLatLe12800:
+		return m.OldLatLe12800(ctx)
+	case usagedaily.FieldLatLe25600:
+		return m.OldLatLe25600(ctx)
+	case usagedaily.FieldLatInf:
+		return m.OldLatInf(ctx)
 	}
 	return nil, fmt.Errorf("unknown UsageDaily field %s", name)
 }
@@ -12088,6 +12868,90 @@ func (m *UsageDailyMutation) SetField(name string, value ent.Value) error {
 		}
 		m.SetTotalMs(v)
 		return nil
+	case usagedaily.FieldLatLe25:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe25(v)
+		return nil
+	case usagedaily.FieldLatLe50:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe50(v)
+		return nil
+	case usagedaily.FieldLatLe100:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe100(v)
+		return nil
+	case usagedaily.FieldLatLe200:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe200(v)
+		return nil
+	case usagedaily.FieldLatLe400:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe400(v)
+		return nil
+	case usagedaily.FieldLatLe800:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe800(v)
+		return nil
+	case usagedaily.FieldLatLe1600:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe1600(v)
+		return nil
+	case usagedaily.FieldLatLe3200:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe3200(v)
+		return nil
+	case usagedaily.FieldLatLe6400:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe6400(v)
+		return nil
+	case usagedaily.FieldLatLe12800:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe12800(v)
+		return nil
+	case usagedaily.FieldLatLe25600:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatLe25600(v)
+		return nil
+	case usagedaily.FieldLatInf:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.SetLatInf(v)
+		return nil
 	}
 	return fmt.Errorf("unknown UsageDaily field %s", name)
 }
@@ -12111,6 +12975,42 @@ func (m *UsageDailyMutation) AddedFields() []string {
 	if m.addtotal_ms != nil {
 		fields = append(fields, usagedaily.FieldTotalMs)
 	}
+	if m.addlat_le_25 != nil {
+		fields = append(fields, usagedaily.FieldLatLe25)
+	}
+	if m.addlat_le_50 != nil {
+		fields = append(fields, usagedaily.FieldLatLe50)
+	}
+	if m.addlat_le_100 != nil {
+		fields = append(fields, usagedaily.FieldLatLe100)
+	}
+	if m.addlat_le_200 != nil {
+		fields = append(fields, usagedaily.FieldLatLe200)
+	}
+	if m.addlat_le_400 != nil {
+		fields = append(fields, usagedaily.FieldLatLe400)
+	}
+	if m.addlat_le_800 != nil {
+		fields = append(fields, usagedaily.FieldLatLe800)
+	}
+	if m.addlat_le_1600 != nil {
+		fields = append(fields, usagedaily.FieldLatLe1600)
+	}
+	if m.addlat_le_3200 != nil {
+		fields = append(fields, usagedaily.FieldLatLe3200)
+	}
+	if m.addlat_le_6400 != nil {
+		fields = append(fields, usagedaily.FieldLatLe6400)
+	}
+	if m.addlat_le_12800 != nil {
+		fields = append(fields, usagedaily.FieldLatLe12800)
+	}
+	if m.addlat_le_25600 != nil {
+		fields = append(fields, usagedaily.FieldLatLe25600)
+	}
+	if m.addlat_inf != nil {
+		fields = append(fields, usagedaily.FieldLatInf)
+	}
 	return fields
 }
 
@@ -12129,6 +13029,30 @@ func (m *UsageDailyMutation) AddedField(name string) (ent.Value, bool) {
 		return m.AddedOutputTokens()
 	case usagedaily.FieldTotalMs:
 		return m.AddedTotalMs()
+	case usagedaily.FieldLatLe25:
+		return m.AddedLatLe25()
+	case usagedaily.FieldLatLe50:
+		return m.AddedLatLe50()
+	case usagedaily.FieldLatLe100:
+		return m.AddedLatLe100()
+	case usagedaily.FieldLatLe200:
+		return m.AddedLatLe200()
+	case usagedaily.FieldLatLe400:
+		return m.AddedLatLe400()
+	case usagedaily.FieldLatLe800:
+		return m.AddedLatLe800()
+	case usagedaily.FieldLatLe1600:
+		return m.AddedLatLe1600()
+	case usagedaily.FieldLatLe3200:
+		return m.AddedLatLe3200()
+	case usagedaily.FieldLatLe6400:
+		return m.AddedLatLe6400()
+	case usagedaily.FieldLatLe12800:
+		return m.AddedLatLe12800()
+	case usagedaily.FieldLatLe25600:
+		return m.AddedLatLe25600()
+	case usagedaily.FieldLatInf:
+		return m.AddedLatInf()
 	}
 	return nil, false
 }
@@ -12172,6 +13096,90 @@ func (m *UsageDailyMutation) AddField(name string, value ent.Value) error {
 			return fmt.Errorf("unexpected type %T for field %s", value, name)
 		}
 		m.AddTotalMs(v)
+		return nil
+	case usagedaily.FieldLatLe25:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe25(v)
+		return nil
+	case usagedaily.FieldLatLe50:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe50(v)
+		return nil
+	case usagedaily.FieldLatLe100:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe100(v)
+		return nil
+	case usagedaily.FieldLatLe200:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe200(v)
+		return nil
+	case usagedaily.FieldLatLe400:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe400(v)
+		return nil
+	case usagedaily.FieldLatLe800:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe800(v)
+		return nil
+	case usagedaily.FieldLatLe1600:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe1600(v)
+		return nil
+	case usagedaily.FieldLatLe3200:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe3200(v)
+		return nil
+	case usagedaily.FieldLatLe6400:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe6400(v)
+		return nil
+	case usagedaily.FieldLatLe12800:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe12800(v)
+		return nil
+	case usagedaily.FieldLatLe25600:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatLe25600(v)
+		return nil
+	case usagedaily.FieldLatInf:
+		v, ok := value.(int64)
+		if !ok {
+			return fmt.Errorf("unexpected type %T for field %s", value, name)
+		}
+		m.AddLatInf(v)
 		return nil
 	}
 	return fmt.Errorf("unknown UsageDaily numeric field %s", name)
@@ -12232,6 +13240,42 @@ func (m *UsageDailyMutation) ResetField(name string) error {
 		return nil
 	case usagedaily.FieldTotalMs:
 		m.ResetTotalMs()
+		return nil
+	case usagedaily.FieldLatLe25:
+		m.ResetLatLe25()
+		return nil
+	case usagedaily.FieldLatLe50:
+		m.ResetLatLe50()
+		return nil
+	case usagedaily.FieldLatLe100:
+		m.ResetLatLe100()
+		return nil
+	case usagedaily.FieldLatLe200:
+		m.ResetLatLe200()
+		return nil
+	case usagedaily.FieldLatLe400:
+		m.ResetLatLe400()
+		return nil
+	case usagedaily.FieldLatLe800:
+		m.ResetLatLe800()
+		return nil
+	case usagedaily.FieldLatLe1600:
+		m.ResetLatLe1600()
+		return nil
+	case usagedaily.FieldLatLe3200:
+		m.ResetLatLe3200()
+		return nil
+	case usagedaily.FieldLatLe6400:
+		m.ResetLatLe6400()
+		return nil
+	case usagedaily.FieldLatLe12800:
+		m.ResetLatLe12800()
+		return nil
+	case usagedaily.FieldLatLe25600:
+		m.ResetLatLe25600()
+		return nil
+	case usagedaily.FieldLatInf:
+		m.ResetLatInf()
 		return nil
 	}
 	return fmt.Errorf("unknown UsageDaily field %s", name)

@@ -39,7 +39,31 @@ type UsageDaily struct {
 	// OutputTokens holds the value of the "output_tokens" field.
 	OutputTokens int64 `json:"output_tokens,omitempty"`
 	// TotalMs holds the value of the "total_ms" field.
-	TotalMs      int64 `json:"total_ms,omitempty"`
+	TotalMs int64 `json:"total_ms,omitempty"`
+	// LatLe25 holds the value of the "lat_le_25" field.
+	LatLe25 int64 `json:"lat_le_25,omitempty"`
+	// LatLe50 holds the value of the "lat_le_50" field.
+	LatLe50 int64 `json:"lat_le_50,omitempty"`
+	// LatLe100 holds the value of the "lat_le_100" field.
+	LatLe100 int64 `json:"lat_le_100,omitempty"`
+	// LatLe200 holds the value of the "lat_le_200" field.
+	LatLe200 int64 `json:"lat_le_200,omitempty"`
+	// LatLe400 holds the value of the "lat_le_400" field.
+	LatLe400 int64 `json:"lat_le_400,omitempty"`
+	// LatLe800 holds the value of the "lat_le_800" field.
+	LatLe800 int64 `json:"lat_le_800,omitempty"`
+	// LatLe1600 holds the value of the "lat_le_1600" field.
+	LatLe1600 int64 `json:"lat_le_1600,omitempty"`
+	// LatLe3200 holds the value of the "lat_le_3200" field.
+	LatLe3200 int64 `json:"lat_le_3200,omitempty"`
+	// LatLe6400 holds the value of the "lat_le_6400" field.
+	LatLe6400 int64 `json:"lat_le_6400,omitempty"`
+	// LatLe12800 holds the value of the "lat_le_12800" field.
+	LatLe12800 int64 `json:"lat_le_12800,omitempty"`
+	// LatLe25600 holds the value of the "lat_le_25600" field.
+	LatLe25600 int64 `json:"lat_le_25600,omitempty"`
+	// LatInf holds the value of the "lat_inf" field.
+	LatInf       int64 `json:"lat_inf,omitempty"`
 	selectValues sql.SelectValues
 }
 
@@ -50,7 +74,7 @@ func (*UsageDaily) scanValues(columns []string) ([]any, error) {
 		switch columns[i] {
 		case usagedaily.FieldID, usagedaily.FieldTenantID, usagedaily.FieldProviderTenantID, usagedaily.FieldConfigID, usagedaily.FieldAgentID:
 			values[i] = new(pulid.ID)
-		case usagedaily.FieldRequests, usagedaily.FieldErrors, usagedaily.FieldInputTokens, usagedaily.FieldOutputTokens, usagedaily.FieldTotalMs:
+		case usagedaily.FieldRequests, usagedaily.FieldErrors, usagedaily.FieldInputTokens, usagedaily.FieldOutputTokens, usagedaily.FieldTotalMs, usagedaily.FieldLatLe25, usagedaily.FieldLatLe50, usagedaily.FieldLatLe100, usagedaily.FieldLatLe200, usagedaily.FieldLatLe400, usagedaily.FieldLatLe800, usagedaily.FieldLatLe1600, usagedaily.FieldLatLe3200, usagedaily.FieldLatLe6400, usagedaily.FieldLatLe12800, usagedaily.FieldLatLe25600, usagedaily.FieldLatInf:
 			values[i] = new(sql.NullInt64)
 		case usagedaily.FieldAPIKeyID:
 			values[i] = new(sql.NullString)
@@ -143,6 +167,78 @@ func (_m *UsageDaily) assignValues(columns []string, values []any) error {
 			} else if value.Valid {
 				_m.TotalMs = value.Int64
 			}
+		case usagedaily.FieldLatLe25:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_25", values[i])
+			} else if value.Valid {
+				_m.LatLe25 = value.Int64
+			}
+		case usagedaily.FieldLatLe50:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_50", values[i])
+			} else if value.Valid {
+				_m.LatLe50 = value.Int64
+			}
+		case usagedaily.FieldLatLe100:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_100", values[i])
+			} else if value.Valid {
+				_m.LatLe100 = value.Int64
+			}
+		case usagedaily.FieldLatLe200:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_200", values[i])
+			} else if value.Valid {
+				_m.LatLe200 = value.Int64
+			}
+		case usagedaily.FieldLatLe400:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_400", values[i])
+			} else if value.Valid {
+				_m.LatLe400 = value.Int64
+			}
+		case usagedaily.FieldLatLe800:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_800", values[i])
+			} else if value.Valid {
+				_m.LatLe800 = value.Int64
+			}
+		case usagedaily.FieldLatLe1600:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_1600", values[i])
+			} else if value.Valid {
+				_m.LatLe1600 = value.Int64
+			}
+		case usagedaily.FieldLatLe3200:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_3200", values[i])
+			} else if value.Valid {
+				_m.LatLe3200 = value.Int64
+			}
+		case usagedaily.FieldLatLe6400:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_6400", values[i])
+			} else if value.Valid {
+				_m.LatLe6400 = value.Int64
+			}
+		case usagedaily.FieldLatLe12800:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_12800", values[i])
+			} else if value.Valid {
+				_m.LatLe12800 = value.Int64
+			}
+		case usagedaily.FieldLatLe25600:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_le_25600", values[i])
+			} else if value.Valid {
+				_m.LatLe25600 = value.Int64
+			}
+		case usagedaily.FieldLatInf:
+			if value, ok := values[i].(*sql.NullInt64); !ok {
+				return fmt.Errorf("unexpected type %T for field lat_inf", values[i])
+			} else if value.Valid {
+				_m.LatInf = value.Int64
+			}
 		default:
 			_m.selectValues.Set(columns[i], values[i])
 		}
@@ -211,6 +307,42 @@ func (_m *UsageDaily) String() string {
 	builder.WriteString(", ")
 	builder.WriteString("total_ms=")
 	builder.WriteString(fmt.Sprintf("%v", _m.TotalMs))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_25=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe25))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_50=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe50))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_100=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe100))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_200=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe200))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_400=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe400))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_800=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe800))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_1600=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe1600))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_3200=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe3200))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_6400=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe6400))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_12800=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe12800))
+	builder.WriteString(", ")
+	builder.WriteString("lat_le_25600=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatLe25600))
+	builder.WriteString(", ")
+	builder.WriteString("lat_inf=")
+	builder.WriteString(fmt.Sprintf("%v", _m.LatInf))
 	builder.WriteByte(')')
 	return builder.String()
 }

@@ -138,6 +138,174 @@ func (_c *UsageDailyCreate) SetNillableTotalMs(v *int64) *UsageDailyCreate {
 	return _c
 }
 
+// SetLatLe25 sets the "lat_le_25" field.
+func (_c *UsageDailyCreate) SetLatLe25(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe25(v)
+	return _c
+}
+
+// SetNillableLatLe25 sets the "lat_le_25" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe25(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe25(*v)
+	}
+	return _c
+}
+
+// SetLatLe50 sets the "lat_le_50" field.
+func (_c *UsageDailyCreate) SetLatLe50(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe50(v)
+	return _c
+}
+
+// SetNillableLatLe50 sets the "lat_le_50" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe50(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe50(*v)
+	}
+	return _c
+}
+
+// SetLatLe100 sets the "lat_le_100" field.
+func (_c *UsageDailyCreate) SetLatLe100(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe100(v)
+	return _c
+}
+
+// SetNillableLatLe100 sets the "lat_le_100" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe100(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe100(*v)
+	}
+	return _c
+}
+
+// SetLatLe200 sets the "lat_le_200" field.
+func (_c *UsageDailyCreate) SetLatLe200(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe200(v)
+	return _c
+}
+
+// SetNillableLatLe200 sets the "lat_le_200" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe200(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe200(*v)
+	}
+	return _c
+}
+
+// SetLatLe400 sets the "lat_le_400" field.
+func (_c *UsageDailyCreate) SetLatLe400(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe400(v)
+	return _c
+}
+
+// SetNillableLatLe400 sets the "lat_le_400" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe400(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe400(*v)
+	}
+	return _c
+}
+
+// SetLatLe800 sets the "lat_le_800" field.
+func (_c *UsageDailyCreate) SetLatLe800(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe800(v)
+	return _c
+}
+
+// SetNillableLatLe800 sets the "lat_le_800" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe800(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe800(*v)
+	}
+	return _c
+}
+
+// SetLatLe1600 sets the "lat_le_1600" field.
+func (_c *UsageDailyCreate) SetLatLe1600(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe1600(v)
+	return _c
+}
+
+// SetNillableLatLe1600 sets the "lat_le_1600" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe1600(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe1600(*v)
+	}
+	return _c
+}
+
+// SetLatLe3200 sets the "lat_le_3200" field.
+func (_c *UsageDailyCreate) SetLatLe3200(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe3200(v)
+	return _c
+}
+
+// SetNillableLatLe3200 sets the "lat_le_3200" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe3200(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe3200(*v)
+	}
+	return _c
+}
+
+// SetLatLe6400 sets the "lat_le_6400" field.
+func (_c *UsageDailyCreate) SetLatLe6400(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe6400(v)
+	return _c
+}
+
+// SetNillableLatLe6400 sets the "lat_le_6400" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe6400(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe6400(*v)
+	}
+	return _c
+}
+
+// SetLatLe12800 sets the "lat_le_12800" field.
+func (_c *UsageDailyCreate) SetLatLe12800(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe12800(v)
+	return _c
+}
+
+// SetNillableLatLe12800 sets the "lat_le_12800" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe12800(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe12800(*v)
+	}
+	return _c
+}
+
+// SetLatLe25600 sets the "lat_le_25600" field.
+func (_c *UsageDailyCreate) SetLatLe25600(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatLe25600(v)
+	return _c
+}
+
+// SetNillableLatLe25600 sets the "lat_le_25600" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatLe25600(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatLe25600(*v)
+	}
+	return _c
+}
+
+// SetLatInf sets the "lat_inf" field.
+func (_c *UsageDailyCreate) SetLatInf(v int64) *UsageDailyCreate {
+	_c.mutation.SetLatInf(v)
+	return _c
+}
+
+// SetNillableLatInf sets the "lat_inf" field if the given value is not nil.
+func (_c *UsageDailyCreate) SetNillableLatInf(v *int64) *UsageDailyCreate {
+	if v != nil {
+		_c.SetLatInf(*v)
+	}
+	return _c
+}
+
 // SetID sets the "id" field.
 func (_c *UsageDailyCreate) SetID(v pulid.ID) *UsageDailyCreate {
 	_c.mutation.SetID(v)
@@ -213,6 +381,54 @@ func (_c *UsageDailyCreate) defaults() error {
 		v := usagedaily.DefaultTotalMs
 		_c.mutation.SetTotalMs(v)
 	}
+	if _, ok := _c.mutation.LatLe25(); !ok {
+		v := usagedaily.DefaultLatLe25
+		_c.mutation.SetLatLe25(v)
+	}
+	if _, ok := _c.mutation.LatLe50(); !ok {
+		v := usagedaily.DefaultLatLe50
+		_c.mutation.SetLatLe50(v)
+	}
+	if _, ok := _c.mutation.LatLe100(); !ok {
+		v := usagedaily.DefaultLatLe100
+		_c.mutation.SetLatLe100(v)
+	}
+	if _, ok := _c.mutation.LatLe200(); !ok {
+		v := usagedaily.DefaultLatLe200
+		_c.mutation.SetLatLe200(v)
+	}
+	if _, ok := _c.mutation.LatLe400(); !ok {
+		v := usagedaily.DefaultLatLe400
+		_c.mutation.SetLatLe400(v)
+	}
+	if _, ok := _c.mutation.LatLe800(); !ok {
+		v := usagedaily.DefaultLatLe800
+		_c.mutation.SetLatLe800(v)
+	}
+	if _, ok := _c.mutation.LatLe1600(); !ok {
+		v := usagedaily.DefaultLatLe1600
+		_c.mutation.SetLatLe1600(v)
+	}
+	if _, ok := _c.mutation.LatLe3200(); !ok {
+		v := usagedaily.DefaultLatLe3200
+		_c.mutation.SetLatLe3200(v)
+	}
+	if _, ok := _c.mutation.LatLe6400(); !ok {
+		v := usagedaily.DefaultLatLe6400
+		_c.mutation.SetLatLe6400(v)
+	}
+	if _, ok := _c.mutation.LatLe12800(); !ok {
+		v := usagedaily.DefaultLatLe12800
+		_c.mutation.SetLatLe12800(v)
+	}
+	if _, ok := _c.mutation.LatLe25600(); !ok {
+		v := usagedaily.DefaultLatLe25600
+		_c.mutation.SetLatLe25600(v)
+	}
+	if _, ok := _c.mutation.LatInf(); !ok {
+		v := usagedaily.DefaultLatInf
+		_c.mutation.SetLatInf(v)
+	}
 	if _, ok := _c.mutation.ID(); !ok {
 		if usagedaily.DefaultID == nil {
 			return fmt.Errorf("ent: uninitialized usagedaily.DefaultID (forgotten import ent/runtime?)")
@@ -286,6 +502,102 @@ func (_c *UsageDailyCreate) check() error {
 	if v, ok := _c.mutation.TotalMs(); ok {
 		if err := usagedaily.TotalMsValidator(v); err != nil {
 			return &ValidationError{Name: "total_ms", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.total_ms": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe25(); !ok {
+		return &ValidationError{Name: "lat_le_25", err: errors.New(`ent: missing required field "UsageDaily.lat_le_25"`)}
+	}
+	if v, ok := _c.mutation.LatLe25(); ok {
+		if err := usagedaily.LatLe25Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_25", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_25": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe50(); !ok {
+		return &ValidationError{Name: "lat_le_50", err: errors.New(`ent: missing required field "UsageDaily.lat_le_50"`)}
+	}
+	if v, ok := _c.mutation.LatLe50(); ok {
+		if err := usagedaily.LatLe50Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_50", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_50": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe100(); !ok {
+		return &ValidationError{Name: "lat_le_100", err: errors.New(`ent: missing required field "UsageDaily.lat_le_100"`)}
+	}
+	if v, ok := _c.mutation.LatLe100(); ok {
+		if err := usagedaily.LatLe100Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_100", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_100": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe200(); !ok {
+		return &ValidationError{Name: "lat_le_200", err: errors.New(`ent: missing required field "UsageDaily.lat_le_200"`)}
+	}
+	if v, ok := _c.mutation.LatLe200(); ok {
+		if err := usagedaily.LatLe200Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_200", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_200": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe400(); !ok {
+		return &ValidationError{Name: "lat_le_400", err: errors.New(`ent: missing required field "UsageDaily.lat_le_400"`)}
+	}
+	if v, ok := _c.mutation.LatLe400(); ok {
+		if err := usagedaily.LatLe400Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_400", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_400": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe800(); !ok {
+		return &ValidationError{Name: "lat_le_800", err: errors.New(`ent: missing required field "UsageDaily.lat_le_800"`)}
+	}
+	if v, ok := _c.mutation.LatLe800(); ok {
+		if err := usagedaily.LatLe800Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_800", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_800": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe1600(); !ok {
+		return &ValidationError{Name: "lat_le_1600", err: errors.New(`ent: missing required field "UsageDaily.lat_le_1600"`)}
+	}
+	if v, ok := _c.mutation.LatLe1600(); ok {
+		if err := usagedaily.LatLe1600Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_1600", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_1600": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe3200(); !ok {
+		return &ValidationError{Name: "lat_le_3200", err: errors.New(`ent: missing required field "UsageDaily.lat_le_3200"`)}
+	}
+	if v, ok := _c.mutation.LatLe3200(); ok {
+		if err := usagedaily.LatLe3200Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_3200", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_3200": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe6400(); !ok {
+		return &ValidationError{Name: "lat_le_6400", err: errors.New(`ent: missing required field "UsageDaily.lat_le_6400"`)}
+	}
+	if v, ok := _c.mutation.LatLe6400(); ok {
+		if err := usagedaily.LatLe6400Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_6400", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_6400": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe12800(); !ok {
+		return &ValidationError{Name: "lat_le_12800", err: errors.New(`ent: missing required field "UsageDaily.lat_le_12800"`)}
+	}
+	if v, ok := _c.mutation.LatLe12800(); ok {
+		if err := usagedaily.LatLe12800Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_12800", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_12800": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatLe25600(); !ok {
+		return &ValidationError{Name: "lat_le_25600", err: errors.New(`ent: missing required field "UsageDaily.lat_le_25600"`)}
+	}
+	if v, ok := _c.mutation.LatLe25600(); ok {
+		if err := usagedaily.LatLe25600Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_25600", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_25600": %w`, err)}
+		}
+	}
+	if _, ok := _c.mutation.LatInf(); !ok {
+		return &ValidationError{Name: "lat_inf", err: errors.New(`ent: missing required field "UsageDaily.lat_inf"`)}
+	}
+	if v, ok := _c.mutation.LatInf(); ok {
+		if err := usagedaily.LatInfValidator(v); err != nil {
+			return &ValidationError{Name: "lat_inf", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_inf": %w`, err)}
 		}
 	}
 	if v, ok := _c.mutation.ID(); ok {
@@ -372,6 +684,54 @@ func (_c *UsageDailyCreate) createSpec() (*UsageDaily, *sqlgraph.CreateSpec) {
 	if value, ok := _c.mutation.TotalMs(); ok {
 		_spec.SetField(usagedaily.FieldTotalMs, field.TypeInt64, value)
 		_node.TotalMs = value
+	}
+	if value, ok := _c.mutation.LatLe25(); ok {
+		_spec.SetField(usagedaily.FieldLatLe25, field.TypeInt64, value)
+		_node.LatLe25 = value
+	}
+	if value, ok := _c.mutation.LatLe50(); ok {
+		_spec.SetField(usagedaily.FieldLatLe50, field.TypeInt64, value)
+		_node.LatLe50 = value
+	}
+	if value, ok := _c.mutation.LatLe100(); ok {
+		_spec.SetField(usagedaily.FieldLatLe100, field.TypeInt64, value)
+		_node.LatLe100 = value
+	}
+	if value, ok := _c.mutation.LatLe200(); ok {
+		_spec.SetField(usagedaily.FieldLatLe200, field.TypeInt64, value)
+		_node.LatLe200 = value
+	}
+	if value, ok := _c.mutation.LatLe400(); ok {
+		_spec.SetField(usagedaily.FieldLatLe400, field.TypeInt64, value)
+		_node.LatLe400 = value
+	}
+	if value, ok := _c.mutation.LatLe800(); ok {
+		_spec.SetField(usagedaily.FieldLatLe800, field.TypeInt64, value)
+		_node.LatLe800 = value
+	}
+	if value, ok := _c.mutation.LatLe1600(); ok {
+		_spec.SetField(usagedaily.FieldLatLe1600, field.TypeInt64, value)
+		_node.LatLe1600 = value
+	}
+	if value, ok := _c.mutation.LatLe3200(); ok {
+		_spec.SetField(usagedaily.FieldLatLe3200, field.TypeInt64, value)
+		_node.LatLe3200 = value
+	}
+	if value, ok := _c.mutation.LatLe6400(); ok {
+		_spec.SetField(usagedaily.FieldLatLe6400, field.TypeInt64, value)
+		_node.LatLe6400 = value
+	}
+	if value, ok := _c.mutation.LatLe12800(); ok {
+		_spec.SetField(usagedaily.FieldLatLe12800, field.TypeInt64, value)
+		_node.LatLe12800 = value
+	}
+	if value, ok := _c.mutation.LatLe25600(); ok {
+		_spec.SetField(usagedaily.FieldLatLe25600, field.TypeInt64, value)
+		_node.LatLe25600 = value
+	}
+	if value, ok := _c.mutation.LatInf(); ok {
+		_spec.SetField(usagedaily.FieldLatInf, field.TypeInt64, value)
+		_node.LatInf = value
 	}
 	return _node, _spec
 }
@@ -512,6 +872,222 @@ func (u *UsageDailyUpsert) UpdateTotalMs() *UsageDailyUpsert {
 // AddTotalMs adds v to the "total_ms" field.
 func (u *UsageDailyUpsert) AddTotalMs(v int64) *UsageDailyUpsert {
 	u.Add(usagedaily.FieldTotalMs, v)
+	return u
+}
+
+// SetLatLe25 sets the "lat_le_25" field.
+func (u *UsageDailyUpsert) SetLatLe25(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe25, v)
+	return u
+}
+
+// UpdateLatLe25 sets the "lat_le_25" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe25() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe25)
+	return u
+}
+
+// AddLatLe25 adds v to the "lat_le_25" field.
+func (u *UsageDailyUpsert) AddLatLe25(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe25, v)
+	return u
+}
+
+// SetLatLe50 sets the "lat_le_50" field.
+func (u *UsageDailyUpsert) SetLatLe50(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe50, v)
+	return u
+}
+
+// UpdateLatLe50 sets the "lat_le_50" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe50() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe50)
+	return u
+}
+
+// AddLatLe50 adds v to the "lat_le_50" field.
+func (u *UsageDailyUpsert) AddLatLe50(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe50, v)
+	return u
+}
+
+// SetLatLe100 sets the "lat_le_100" field.
+func (u *UsageDailyUpsert) SetLatLe100(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe100, v)
+	return u
+}
+
+// UpdateLatLe100 sets the "lat_le_100" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe100() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe100)
+	return u
+}
+
+// AddLatLe100 adds v to the "lat_le_100" field.
+func (u *UsageDailyUpsert) AddLatLe100(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe100, v)
+	return u
+}
+
+// SetLatLe200 sets the "lat_le_200" field.
+func (u *UsageDailyUpsert) SetLatLe200(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe200, v)
+	return u
+}
+
+// UpdateLatLe200 sets the "lat_le_200" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe200() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe200)
+	return u
+}
+
+// AddLatLe200 adds v to the "lat_le_200" field.
+func (u *UsageDailyUpsert) AddLatLe200(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe200, v)
+	return u
+}
+
+// SetLatLe400 sets the "lat_le_400" field.
+func (u *UsageDailyUpsert) SetLatLe400(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe400, v)
+	return u
+}
+
+// UpdateLatLe400 sets the "lat_le_400" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe400() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe400)
+	return u
+}
+
+// AddLatLe400 adds v to the "lat_le_400" field.
+func (u *UsageDailyUpsert) AddLatLe400(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe400, v)
+	return u
+}
+
+// SetLatLe800 sets the "lat_le_800" field.
+func (u *UsageDailyUpsert) SetLatLe800(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe800, v)
+	return u
+}
+
+// UpdateLatLe800 sets the "lat_le_800" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe800() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe800)
+	return u
+}
+
+// AddLatLe800 adds v to the "lat_le_800" field.
+func (u *UsageDailyUpsert) AddLatLe800(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe800, v)
+	return u
+}
+
+// SetLatLe1600 sets the "lat_le_1600" field.
+func (u *UsageDailyUpsert) SetLatLe1600(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe1600, v)
+	return u
+}
+
+// UpdateLatLe1600 sets the "lat_le_1600" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe1600() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe1600)
+	return u
+}
+
+// AddLatLe1600 adds v to the "lat_le_1600" field.
+func (u *UsageDailyUpsert) AddLatLe1600(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe1600, v)
+	return u
+}
+
+// SetLatLe3200 sets the "lat_le_3200" field.
+func (u *UsageDailyUpsert) SetLatLe3200(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe3200, v)
+	return u
+}
+
+// UpdateLatLe3200 sets the "lat_le_3200" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe3200() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe3200)
+	return u
+}
+
+// AddLatLe3200 adds v to the "lat_le_3200" field.
+func (u *UsageDailyUpsert) AddLatLe3200(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe3200, v)
+	return u
+}
+
+// SetLatLe6400 sets the "lat_le_6400" field.
+func (u *UsageDailyUpsert) SetLatLe6400(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe6400, v)
+	return u
+}
+
+// UpdateLatLe6400 sets the "lat_le_6400" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe6400() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe6400)
+	return u
+}
+
+// AddLatLe6400 adds v to the "lat_le_6400" field.
+func (u *UsageDailyUpsert) AddLatLe6400(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe6400, v)
+	return u
+}
+
+// SetLatLe12800 sets the "lat_le_12800" field.
+func (u *UsageDailyUpsert) SetLatLe12800(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe12800, v)
+	return u
+}
+
+// UpdateLatLe12800 sets the "lat_le_12800" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe12800() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe12800)
+	return u
+}
+
+// AddLatLe12800 adds v to the "lat_le_12800" field.
+func (u *UsageDailyUpsert) AddLatLe12800(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe12800, v)
+	return u
+}
+
+// SetLatLe25600 sets the "lat_le_25600" field.
+func (u *UsageDailyUpsert) SetLatLe25600(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatLe25600, v)
+	return u
+}
+
+// UpdateLatLe25600 sets the "lat_le_25600" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatLe25600() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatLe25600)
+	return u
+}
+
+// AddLatLe25600 adds v to the "lat_le_25600" field.
+func (u *UsageDailyUpsert) AddLatLe25600(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatLe25600, v)
+	return u
+}
+
+// SetLatInf sets the "lat_inf" field.
+func (u *UsageDailyUpsert) SetLatInf(v int64) *UsageDailyUpsert {
+	u.Set(usagedaily.FieldLatInf, v)
+	return u
+}
+
+// UpdateLatInf sets the "lat_inf" field to the value that was provided on create.
+func (u *UsageDailyUpsert) UpdateLatInf() *UsageDailyUpsert {
+	u.SetExcluded(usagedaily.FieldLatInf)
+	return u
+}
+
+// AddLatInf adds v to the "lat_inf" field.
+func (u *UsageDailyUpsert) AddLatInf(v int64) *UsageDailyUpsert {
+	u.Add(usagedaily.FieldLatInf, v)
 	return u
 }
 
@@ -683,6 +1259,258 @@ func (u *UsageDailyUpsertOne) AddTotalMs(v int64) *UsageDailyUpsertOne {
 func (u *UsageDailyUpsertOne) UpdateTotalMs() *UsageDailyUpsertOne {
 	return u.Update(func(s *UsageDailyUpsert) {
 		s.UpdateTotalMs()
+	})
+}
+
+// SetLatLe25 sets the "lat_le_25" field.
+func (u *UsageDailyUpsertOne) SetLatLe25(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe25(v)
+	})
+}
+
+// AddLatLe25 adds v to the "lat_le_25" field.
+func (u *UsageDailyUpsertOne) AddLatLe25(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe25(v)
+	})
+}
+
+// UpdateLatLe25 sets the "lat_le_25" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe25() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe25()
+	})
+}
+
+// SetLatLe50 sets the "lat_le_50" field.
+func (u *UsageDailyUpsertOne) SetLatLe50(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe50(v)
+	})
+}
+
+// AddLatLe50 adds v to the "lat_le_50" field.
+func (u *UsageDailyUpsertOne) AddLatLe50(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe50(v)
+	})
+}
+
+// UpdateLatLe50 sets the "lat_le_50" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe50() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe50()
+	})
+}
+
+// SetLatLe100 sets the "lat_le_100" field.
+func (u *UsageDailyUpsertOne) SetLatLe100(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe100(v)
+	})
+}
+
+// AddLatLe100 adds v to the "lat_le_100" field.
+func (u *UsageDailyUpsertOne) AddLatLe100(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe100(v)
+	})
+}
+
+// UpdateLatLe100 sets the "lat_le_100" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe100() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe100()
+	})
+}
+
+// SetLatLe200 sets the "lat_le_200" field.
+func (u *UsageDailyUpsertOne) SetLatLe200(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe200(v)
+	})
+}
+
+// AddLatLe200 adds v to the "lat_le_200" field.
+func (u *UsageDailyUpsertOne) AddLatLe200(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe200(v)
+	})
+}
+
+// UpdateLatLe200 sets the "lat_le_200" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe200() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe200()
+	})
+}
+
+// SetLatLe400 sets the "lat_le_400" field.
+func (u *UsageDailyUpsertOne) SetLatLe400(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe400(v)
+	})
+}
+
+// AddLatLe400 adds v to the "lat_le_400" field.
+func (u *UsageDailyUpsertOne) AddLatLe400(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe400(v)
+	})
+}
+
+// UpdateLatLe400 sets the "lat_le_400" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe400() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe400()
+	})
+}
+
+// SetLatLe800 sets the "lat_le_800" field.
+func (u *UsageDailyUpsertOne) SetLatLe800(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe800(v)
+	})
+}
+
+// AddLatLe800 adds v to the "lat_le_800" field.
+func (u *UsageDailyUpsertOne) AddLatLe800(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe800(v)
+	})
+}
+
+// UpdateLatLe800 sets the "lat_le_800" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe800() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe800()
+	})
+}
+
+// SetLatLe1600 sets the "lat_le_1600" field.
+func (u *UsageDailyUpsertOne) SetLatLe1600(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe1600(v)
+	})
+}
+
+// AddLatLe1600 adds v to the "lat_le_1600" field.
+func (u *UsageDailyUpsertOne) AddLatLe1600(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe1600(v)
+	})
+}
+
+// UpdateLatLe1600 sets the "lat_le_1600" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe1600() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe1600()
+	})
+}
+
+// SetLatLe3200 sets the "lat_le_3200" field.
+func (u *UsageDailyUpsertOne) SetLatLe3200(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe3200(v)
+	})
+}
+
+// AddLatLe3200 adds v to the "lat_le_3200" field.
+func (u *UsageDailyUpsertOne) AddLatLe3200(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe3200(v)
+	})
+}
+
+// UpdateLatLe3200 sets the "lat_le_3200" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe3200() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe3200()
+	})
+}
+
+// SetLatLe6400 sets the "lat_le_6400" field.
+func (u *UsageDailyUpsertOne) SetLatLe6400(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe6400(v)
+	})
+}
+
+// AddLatLe6400 adds v to the "lat_le_6400" field.
+func (u *UsageDailyUpsertOne) AddLatLe6400(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe6400(v)
+	})
+}
+
+// UpdateLatLe6400 sets the "lat_le_6400" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe6400() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe6400()
+	})
+}
+
+// SetLatLe12800 sets the "lat_le_12800" field.
+func (u *UsageDailyUpsertOne) SetLatLe12800(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe12800(v)
+	})
+}
+
+// AddLatLe12800 adds v to the "lat_le_12800" field.
+func (u *UsageDailyUpsertOne) AddLatLe12800(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe12800(v)
+	})
+}
+
+// UpdateLatLe12800 sets the "lat_le_12800" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe12800() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe12800()
+	})
+}
+
+// SetLatLe25600 sets the "lat_le_25600" field.
+func (u *UsageDailyUpsertOne) SetLatLe25600(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe25600(v)
+	})
+}
+
+// AddLatLe25600 adds v to the "lat_le_25600" field.
+func (u *UsageDailyUpsertOne) AddLatLe25600(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe25600(v)
+	})
+}
+
+// UpdateLatLe25600 sets the "lat_le_25600" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatLe25600() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe25600()
+	})
+}
+
+// SetLatInf sets the "lat_inf" field.
+func (u *UsageDailyUpsertOne) SetLatInf(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatInf(v)
+	})
+}
+
+// AddLatInf adds v to the "lat_inf" field.
+func (u *UsageDailyUpsertOne) AddLatInf(v int64) *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatInf(v)
+	})
+}
+
+// UpdateLatInf sets the "lat_inf" field to the value that was provided on create.
+func (u *UsageDailyUpsertOne) UpdateLatInf() *UsageDailyUpsertOne {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatInf()
 	})
 }
 
@@ -1021,6 +1849,258 @@ func (u *UsageDailyUpsertBulk) AddTotalMs(v int64) *UsageDailyUpsertBulk {
 func (u *UsageDailyUpsertBulk) UpdateTotalMs() *UsageDailyUpsertBulk {
 	return u.Update(func(s *UsageDailyUpsert) {
 		s.UpdateTotalMs()
+	})
+}
+
+// SetLatLe25 sets the "lat_le_25" field.
+func (u *UsageDailyUpsertBulk) SetLatLe25(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe25(v)
+	})
+}
+
+// AddLatLe25 adds v to the "lat_le_25" field.
+func (u *UsageDailyUpsertBulk) AddLatLe25(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe25(v)
+	})
+}
+
+// UpdateLatLe25 sets the "lat_le_25" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe25() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe25()
+	})
+}
+
+// SetLatLe50 sets the "lat_le_50" field.
+func (u *UsageDailyUpsertBulk) SetLatLe50(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe50(v)
+	})
+}
+
+// AddLatLe50 adds v to the "lat_le_50" field.
+func (u *UsageDailyUpsertBulk) AddLatLe50(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe50(v)
+	})
+}
+
+// UpdateLatLe50 sets the "lat_le_50" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe50() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe50()
+	})
+}
+
+// SetLatLe100 sets the "lat_le_100" field.
+func (u *UsageDailyUpsertBulk) SetLatLe100(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe100(v)
+	})
+}
+
+// AddLatLe100 adds v to the "lat_le_100" field.
+func (u *UsageDailyUpsertBulk) AddLatLe100(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe100(v)
+	})
+}
+
+// UpdateLatLe100 sets the "lat_le_100" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe100() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe100()
+	})
+}
+
+// SetLatLe200 sets the "lat_le_200" field.
+func (u *UsageDailyUpsertBulk) SetLatLe200(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe200(v)
+	})
+}
+
+// AddLatLe200 adds v to the "lat_le_200" field.
+func (u *UsageDailyUpsertBulk) AddLatLe200(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe200(v)
+	})
+}
+
+// UpdateLatLe200 sets the "lat_le_200" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe200() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe200()
+	})
+}
+
+// SetLatLe400 sets the "lat_le_400" field.
+func (u *UsageDailyUpsertBulk) SetLatLe400(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe400(v)
+	})
+}
+
+// AddLatLe400 adds v to the "lat_le_400" field.
+func (u *UsageDailyUpsertBulk) AddLatLe400(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe400(v)
+	})
+}
+
+// UpdateLatLe400 sets the "lat_le_400" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe400() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe400()
+	})
+}
+
+// SetLatLe800 sets the "lat_le_800" field.
+func (u *UsageDailyUpsertBulk) SetLatLe800(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe800(v)
+	})
+}
+
+// AddLatLe800 adds v to the "lat_le_800" field.
+func (u *UsageDailyUpsertBulk) AddLatLe800(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe800(v)
+	})
+}
+
+// UpdateLatLe800 sets the "lat_le_800" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe800() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe800()
+	})
+}
+
+// SetLatLe1600 sets the "lat_le_1600" field.
+func (u *UsageDailyUpsertBulk) SetLatLe1600(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe1600(v)
+	})
+}
+
+// AddLatLe1600 adds v to the "lat_le_1600" field.
+func (u *UsageDailyUpsertBulk) AddLatLe1600(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe1600(v)
+	})
+}
+
+// UpdateLatLe1600 sets the "lat_le_1600" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe1600() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe1600()
+	})
+}
+
+// SetLatLe3200 sets the "lat_le_3200" field.
+func (u *UsageDailyUpsertBulk) SetLatLe3200(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe3200(v)
+	})
+}
+
+// AddLatLe3200 adds v to the "lat_le_3200" field.
+func (u *UsageDailyUpsertBulk) AddLatLe3200(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe3200(v)
+	})
+}
+
+// UpdateLatLe3200 sets the "lat_le_3200" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe3200() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe3200()
+	})
+}
+
+// SetLatLe6400 sets the "lat_le_6400" field.
+func (u *UsageDailyUpsertBulk) SetLatLe6400(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe6400(v)
+	})
+}
+
+// AddLatLe6400 adds v to the "lat_le_6400" field.
+func (u *UsageDailyUpsertBulk) AddLatLe6400(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe6400(v)
+	})
+}
+
+// UpdateLatLe6400 sets the "lat_le_6400" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe6400() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe6400()
+	})
+}
+
+// SetLatLe12800 sets the "lat_le_12800" field.
+func (u *UsageDailyUpsertBulk) SetLatLe12800(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe12800(v)
+	})
+}
+
+// AddLatLe12800 adds v to the "lat_le_12800" field.
+func (u *UsageDailyUpsertBulk) AddLatLe12800(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe12800(v)
+	})
+}
+
+// UpdateLatLe12800 sets the "lat_le_12800" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe12800() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe12800()
+	})
+}
+
+// SetLatLe25600 sets the "lat_le_25600" field.
+func (u *UsageDailyUpsertBulk) SetLatLe25600(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatLe25600(v)
+	})
+}
+
+// AddLatLe25600 adds v to the "lat_le_25600" field.
+func (u *UsageDailyUpsertBulk) AddLatLe25600(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatLe25600(v)
+	})
+}
+
+// UpdateLatLe25600 sets the "lat_le_25600" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatLe25600() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatLe25600()
+	})
+}
+
+// SetLatInf sets the "lat_inf" field.
+func (u *UsageDailyUpsertBulk) SetLatInf(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.SetLatInf(v)
+	})
+}
+
+// AddLatInf adds v to the "lat_inf" field.
+func (u *UsageDailyUpsertBulk) AddLatInf(v int64) *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.AddLatInf(v)
+	})
+}
+
+// UpdateLatInf sets the "lat_inf" field to the value that was provided on create.
+func (u *UsageDailyUpsertBulk) UpdateLatInf() *UsageDailyUpsertBulk {
+	return u.Update(func(s *UsageDailyUpsert) {
+		s.UpdateLatInf()
 	})
 }
 

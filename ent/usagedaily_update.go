@@ -133,6 +133,258 @@ func (_u *UsageDailyUpdate) AddTotalMs(v int64) *UsageDailyUpdate {
 	return _u
 }
 
+// SetLatLe25 sets the "lat_le_25" field.
+func (_u *UsageDailyUpdate) SetLatLe25(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe25()
+	_u.mutation.SetLatLe25(v)
+	return _u
+}
+
+// SetNillableLatLe25 sets the "lat_le_25" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe25(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe25(*v)
+	}
+	return _u
+}
+
+// AddLatLe25 adds value to the "lat_le_25" field.
+func (_u *UsageDailyUpdate) AddLatLe25(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe25(v)
+	return _u
+}
+
+// SetLatLe50 sets the "lat_le_50" field.
+func (_u *UsageDailyUpdate) SetLatLe50(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe50()
+	_u.mutation.SetLatLe50(v)
+	return _u
+}
+
+// SetNillableLatLe50 sets the "lat_le_50" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe50(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe50(*v)
+	}
+	return _u
+}
+
+// AddLatLe50 adds value to the "lat_le_50" field.
+func (_u *UsageDailyUpdate) AddLatLe50(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe50(v)
+	return _u
+}
+
+// SetLatLe100 sets the "lat_le_100" field.
+func (_u *UsageDailyUpdate) SetLatLe100(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe100()
+	_u.mutation.SetLatLe100(v)
+	return _u
+}
+
+// SetNillableLatLe100 sets the "lat_le_100" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe100(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe100(*v)
+	}
+	return _u
+}
+
+// AddLatLe100 adds value to the "lat_le_100" field.
+func (_u *UsageDailyUpdate) AddLatLe100(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe100(v)
+	return _u
+}
+
+// SetLatLe200 sets the "lat_le_200" field.
+func (_u *UsageDailyUpdate) SetLatLe200(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe200()
+	_u.mutation.SetLatLe200(v)
+	return _u
+}
+
+// SetNillableLatLe200 sets the "lat_le_200" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe200(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe200(*v)
+	}
+	return _u
+}
+
+// AddLatLe200 adds value to the "lat_le_200" field.
+func (_u *UsageDailyUpdate) AddLatLe200(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe200(v)
+	return _u
+}
+
+// SetLatLe400 sets the "lat_le_400" field.
+func (_u *UsageDailyUpdate) SetLatLe400(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe400()
+	_u.mutation.SetLatLe400(v)
+	return _u
+}
+
+// SetNillableLatLe400 sets the "lat_le_400" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe400(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe400(*v)
+	}
+	return _u
+}
+
+// AddLatLe400 adds value to the "lat_le_400" field.
+func (_u *UsageDailyUpdate) AddLatLe400(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe400(v)
+	return _u
+}
+
+// SetLatLe800 sets the "lat_le_800" field.
+func (_u *UsageDailyUpdate) SetLatLe800(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe800()
+	_u.mutation.SetLatLe800(v)
+	return _u
+}
+
+// SetNillableLatLe800 sets the "lat_le_800" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe800(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe800(*v)
+	}
+	return _u
+}
+
+// AddLatLe800 adds value to the "lat_le_800" field.
+func (_u *UsageDailyUpdate) AddLatLe800(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe800(v)
+	return _u
+}
+
+// SetLatLe1600 sets the "lat_le_1600" field.
+func (_u *UsageDailyUpdate) SetLatLe1600(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe1600()
+	_u.mutation.SetLatLe1600(v)
+	return _u
+}
+
+// SetNillableLatLe1600 sets the "lat_le_1600" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe1600(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe1600(*v)
+	}
+	return _u
+}
+
+// AddLatLe1600 adds value to the "lat_le_1600" field.
+func (_u *UsageDailyUpdate) AddLatLe1600(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe1600(v)
+	return _u
+}
+
+// SetLatLe3200 sets the "lat_le_3200" field.
+func (_u *UsageDailyUpdate) SetLatLe3200(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe3200()
+	_u.mutation.SetLatLe3200(v)
+	return _u
+}
+
+// SetNillableLatLe3200 sets the "lat_le_3200" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe3200(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe3200(*v)
+	}
+	return _u
+}
+
+// AddLatLe3200 adds value to the "lat_le_3200" field.
+func (_u *UsageDailyUpdate) AddLatLe3200(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe3200(v)
+	return _u
+}
+
+// SetLatLe6400 sets the "lat_le_6400" field.
+func (_u *UsageDailyUpdate) SetLatLe6400(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe6400()
+	_u.mutation.SetLatLe6400(v)
+	return _u
+}
+
+// SetNillableLatLe6400 sets the "lat_le_6400" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe6400(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe6400(*v)
+	}
+	return _u
+}
+
+// AddLatLe6400 adds value to the "lat_le_6400" field.
+func (_u *UsageDailyUpdate) AddLatLe6400(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe6400(v)
+	return _u
+}
+
+// SetLatLe12800 sets the "lat_le_12800" field.
+func (_u *UsageDailyUpdate) SetLatLe12800(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe12800()
+	_u.mutation.SetLatLe12800(v)
+	return _u
+}
+
+// SetNillableLatLe12800 sets the "lat_le_12800" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe12800(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe12800(*v)
+	}
+	return _u
+}
+
+// AddLatLe12800 adds value to the "lat_le_12800" field.
+func (_u *UsageDailyUpdate) AddLatLe12800(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe12800(v)
+	return _u
+}
+
+// SetLatLe25600 sets the "lat_le_25600" field.
+func (_u *UsageDailyUpdate) SetLatLe25600(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatLe25600()
+	_u.mutation.SetLatLe25600(v)
+	return _u
+}
+
+// SetNillableLatLe25600 sets the "lat_le_25600" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatLe25600(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatLe25600(*v)
+	}
+	return _u
+}
+
+// AddLatLe25600 adds value to the "lat_le_25600" field.
+func (_u *UsageDailyUpdate) AddLatLe25600(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatLe25600(v)
+	return _u
+}
+
+// SetLatInf sets the "lat_inf" field.
+func (_u *UsageDailyUpdate) SetLatInf(v int64) *UsageDailyUpdate {
+	_u.mutation.ResetLatInf()
+	_u.mutation.SetLatInf(v)
+	return _u
+}
+
+// SetNillableLatInf sets the "lat_inf" field if the given value is not nil.
+func (_u *UsageDailyUpdate) SetNillableLatInf(v *int64) *UsageDailyUpdate {
+	if v != nil {
+		_u.SetLatInf(*v)
+	}
+	return _u
+}
+
+// AddLatInf adds value to the "lat_inf" field.
+func (_u *UsageDailyUpdate) AddLatInf(v int64) *UsageDailyUpdate {
+	_u.mutation.AddLatInf(v)
+	return _u
+}
+
 // Mutation returns the UsageDailyMutation object of the builder.
 func (_u *UsageDailyUpdate) Mutation() *UsageDailyMutation {
 	return _u.mutation
@@ -192,6 +444,66 @@ func (_u *UsageDailyUpdate) check() error {
 			return &ValidationError{Name: "total_ms", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.total_ms": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.LatLe25(); ok {
+		if err := usagedaily.LatLe25Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_25", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_25": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe50(); ok {
+		if err := usagedaily.LatLe50Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_50", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_50": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe100(); ok {
+		if err := usagedaily.LatLe100Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_100", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_100": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe200(); ok {
+		if err := usagedaily.LatLe200Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_200", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_200": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe400(); ok {
+		if err := usagedaily.LatLe400Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_400", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_400": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe800(); ok {
+		if err := usagedaily.LatLe800Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_800", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_800": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe1600(); ok {
+		if err := usagedaily.LatLe1600Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_1600", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_1600": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe3200(); ok {
+		if err := usagedaily.LatLe3200Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_3200", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_3200": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe6400(); ok {
+		if err := usagedaily.LatLe6400Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_6400", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_6400": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe12800(); ok {
+		if err := usagedaily.LatLe12800Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_12800", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_12800": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe25600(); ok {
+		if err := usagedaily.LatLe25600Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_25600", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_25600": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatInf(); ok {
+		if err := usagedaily.LatInfValidator(v); err != nil {
+			return &ValidationError{Name: "lat_inf", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_inf": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -242,6 +554,78 @@ func (_u *UsageDailyUpdate) sqlSave(ctx context.Context) (_node int, err error) 
 	}
 	if value, ok := _u.mutation.AddedTotalMs(); ok {
 		_spec.AddField(usagedaily.FieldTotalMs, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe25(); ok {
+		_spec.SetField(usagedaily.FieldLatLe25, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe25(); ok {
+		_spec.AddField(usagedaily.FieldLatLe25, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe50(); ok {
+		_spec.SetField(usagedaily.FieldLatLe50, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe50(); ok {
+		_spec.AddField(usagedaily.FieldLatLe50, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe100(); ok {
+		_spec.SetField(usagedaily.FieldLatLe100, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe100(); ok {
+		_spec.AddField(usagedaily.FieldLatLe100, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe200(); ok {
+		_spec.SetField(usagedaily.FieldLatLe200, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe200(); ok {
+		_spec.AddField(usagedaily.FieldLatLe200, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe400(); ok {
+		_spec.SetField(usagedaily.FieldLatLe400, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe400(); ok {
+		_spec.AddField(usagedaily.FieldLatLe400, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe800(); ok {
+		_spec.SetField(usagedaily.FieldLatLe800, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe800(); ok {
+		_spec.AddField(usagedaily.FieldLatLe800, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe1600(); ok {
+		_spec.SetField(usagedaily.FieldLatLe1600, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe1600(); ok {
+		_spec.AddField(usagedaily.FieldLatLe1600, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe3200(); ok {
+		_spec.SetField(usagedaily.FieldLatLe3200, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe3200(); ok {
+		_spec.AddField(usagedaily.FieldLatLe3200, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe6400(); ok {
+		_spec.SetField(usagedaily.FieldLatLe6400, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe6400(); ok {
+		_spec.AddField(usagedaily.FieldLatLe6400, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe12800(); ok {
+		_spec.SetField(usagedaily.FieldLatLe12800, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe12800(); ok {
+		_spec.AddField(usagedaily.FieldLatLe12800, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe25600(); ok {
+		_spec.SetField(usagedaily.FieldLatLe25600, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe25600(); ok {
+		_spec.AddField(usagedaily.FieldLatLe25600, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatInf(); ok {
+		_spec.SetField(usagedaily.FieldLatInf, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatInf(); ok {
+		_spec.AddField(usagedaily.FieldLatInf, field.TypeInt64, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	if _node, err = sqlgraph.UpdateNodes(ctx, _u.driver, _spec); err != nil {
@@ -370,6 +754,258 @@ func (_u *UsageDailyUpdateOne) AddTotalMs(v int64) *UsageDailyUpdateOne {
 	return _u
 }
 
+// SetLatLe25 sets the "lat_le_25" field.
+func (_u *UsageDailyUpdateOne) SetLatLe25(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe25()
+	_u.mutation.SetLatLe25(v)
+	return _u
+}
+
+// SetNillableLatLe25 sets the "lat_le_25" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe25(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe25(*v)
+	}
+	return _u
+}
+
+// AddLatLe25 adds value to the "lat_le_25" field.
+func (_u *UsageDailyUpdateOne) AddLatLe25(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe25(v)
+	return _u
+}
+
+// SetLatLe50 sets the "lat_le_50" field.
+func (_u *UsageDailyUpdateOne) SetLatLe50(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe50()
+	_u.mutation.SetLatLe50(v)
+	return _u
+}
+
+// SetNillableLatLe50 sets the "lat_le_50" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe50(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe50(*v)
+	}
+	return _u
+}
+
+// AddLatLe50 adds value to the "lat_le_50" field.
+func (_u *UsageDailyUpdateOne) AddLatLe50(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe50(v)
+	return _u
+}
+
+// SetLatLe100 sets the "lat_le_100" field.
+func (_u *UsageDailyUpdateOne) SetLatLe100(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe100()
+	_u.mutation.SetLatLe100(v)
+	return _u
+}
+
+// SetNillableLatLe100 sets the "lat_le_100" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe100(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe100(*v)
+	}
+	return _u
+}
+
+// AddLatLe100 adds value to the "lat_le_100" field.
+func (_u *UsageDailyUpdateOne) AddLatLe100(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe100(v)
+	return _u
+}
+
+// SetLatLe200 sets the "lat_le_200" field.
+func (_u *UsageDailyUpdateOne) SetLatLe200(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe200()
+	_u.mutation.SetLatLe200(v)
+	return _u
+}
+
+// SetNillableLatLe200 sets the "lat_le_200" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe200(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe200(*v)
+	}
+	return _u
+}
+
+// AddLatLe200 adds value to the "lat_le_200" field.
+func (_u *UsageDailyUpdateOne) AddLatLe200(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe200(v)
+	return _u
+}
+
+// SetLatLe400 sets the "lat_le_400" field.
+func (_u *UsageDailyUpdateOne) SetLatLe400(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe400()
+	_u.mutation.SetLatLe400(v)
+	return _u
+}
+
+// SetNillableLatLe400 sets the "lat_le_400" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe400(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe400(*v)
+	}
+	return _u
+}
+
+// AddLatLe400 adds value to the "lat_le_400" field.
+func (_u *UsageDailyUpdateOne) AddLatLe400(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe400(v)
+	return _u
+}
+
+// SetLatLe800 sets the "lat_le_800" field.
+func (_u *UsageDailyUpdateOne) SetLatLe800(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe800()
+	_u.mutation.SetLatLe800(v)
+	return _u
+}
+
+// SetNillableLatLe800 sets the "lat_le_800" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe800(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe800(*v)
+	}
+	return _u
+}
+
+// AddLatLe800 adds value to the "lat_le_800" field.
+func (_u *UsageDailyUpdateOne) AddLatLe800(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe800(v)
+	return _u
+}
+
+// SetLatLe1600 sets the "lat_le_1600" field.
+func (_u *UsageDailyUpdateOne) SetLatLe1600(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe1600()
+	_u.mutation.SetLatLe1600(v)
+	return _u
+}
+
+// SetNillableLatLe1600 sets the "lat_le_1600" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe1600(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe1600(*v)
+	}
+	return _u
+}
+
+// AddLatLe1600 adds value to the "lat_le_1600" field.
+func (_u *UsageDailyUpdateOne) AddLatLe1600(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe1600(v)
+	return _u
+}
+
+// SetLatLe3200 sets the "lat_le_3200" field.
+func (_u *UsageDailyUpdateOne) SetLatLe3200(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe3200()
+	_u.mutation.SetLatLe3200(v)
+	return _u
+}
+
+// SetNillableLatLe3200 sets the "lat_le_3200" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe3200(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe3200(*v)
+	}
+	return _u
+}
+
+// AddLatLe3200 adds value to the "lat_le_3200" field.
+func (_u *UsageDailyUpdateOne) AddLatLe3200(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe3200(v)
+	return _u
+}
+
+// SetLatLe6400 sets the "lat_le_6400" field.
+func (_u *UsageDailyUpdateOne) SetLatLe6400(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe6400()
+	_u.mutation.SetLatLe6400(v)
+	return _u
+}
+
+// SetNillableLatLe6400 sets the "lat_le_6400" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe6400(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe6400(*v)
+	}
+	return _u
+}
+
+// AddLatLe6400 adds value to the "lat_le_6400" field.
+func (_u *UsageDailyUpdateOne) AddLatLe6400(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe6400(v)
+	return _u
+}
+
+// SetLatLe12800 sets the "lat_le_12800" field.
+func (_u *UsageDailyUpdateOne) SetLatLe12800(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe12800()
+	_u.mutation.SetLatLe12800(v)
+	return _u
+}
+
+// SetNillableLatLe12800 sets the "lat_le_12800" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe12800(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe12800(*v)
+	}
+	return _u
+}
+
+// AddLatLe12800 adds value to the "lat_le_12800" field.
+func (_u *UsageDailyUpdateOne) AddLatLe12800(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe12800(v)
+	return _u
+}
+
+// SetLatLe25600 sets the "lat_le_25600" field.
+func (_u *UsageDailyUpdateOne) SetLatLe25600(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatLe25600()
+	_u.mutation.SetLatLe25600(v)
+	return _u
+}
+
+// SetNillableLatLe25600 sets the "lat_le_25600" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatLe25600(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatLe25600(*v)
+	}
+	return _u
+}
+
+// AddLatLe25600 adds value to the "lat_le_25600" field.
+func (_u *UsageDailyUpdateOne) AddLatLe25600(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatLe25600(v)
+	return _u
+}
+
+// SetLatInf sets the "lat_inf" field.
+func (_u *UsageDailyUpdateOne) SetLatInf(v int64) *UsageDailyUpdateOne {
+	_u.mutation.ResetLatInf()
+	_u.mutation.SetLatInf(v)
+	return _u
+}
+
+// SetNillableLatInf sets the "lat_inf" field if the given value is not nil.
+func (_u *UsageDailyUpdateOne) SetNillableLatInf(v *int64) *UsageDailyUpdateOne {
+	if v != nil {
+		_u.SetLatInf(*v)
+	}
+	return _u
+}
+
+// AddLatInf adds value to the "lat_inf" field.
+func (_u *UsageDailyUpdateOne) AddLatInf(v int64) *UsageDailyUpdateOne {
+	_u.mutation.AddLatInf(v)
+	return _u
+}
+
 // Mutation returns the UsageDailyMutation object of the builder.
 func (_u *UsageDailyUpdateOne) Mutation() *UsageDailyMutation {
 	return _u.mutation
@@ -442,6 +1078,66 @@ func (_u *UsageDailyUpdateOne) check() error {
 			return &ValidationError{Name: "total_ms", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.total_ms": %w`, err)}
 		}
 	}
+	if v, ok := _u.mutation.LatLe25(); ok {
+		if err := usagedaily.LatLe25Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_25", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_25": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe50(); ok {
+		if err := usagedaily.LatLe50Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_50", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_50": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe100(); ok {
+		if err := usagedaily.LatLe100Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_100", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_100": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe200(); ok {
+		if err := usagedaily.LatLe200Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_200", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_200": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe400(); ok {
+		if err := usagedaily.LatLe400Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_400", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_400": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe800(); ok {
+		if err := usagedaily.LatLe800Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_800", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_800": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe1600(); ok {
+		if err := usagedaily.LatLe1600Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_1600", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_1600": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe3200(); ok {
+		if err := usagedaily.LatLe3200Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_3200", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_3200": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe6400(); ok {
+		if err := usagedaily.LatLe6400Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_6400", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_6400": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe12800(); ok {
+		if err := usagedaily.LatLe12800Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_12800", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_12800": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatLe25600(); ok {
+		if err := usagedaily.LatLe25600Validator(v); err != nil {
+			return &ValidationError{Name: "lat_le_25600", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_le_25600": %w`, err)}
+		}
+	}
+	if v, ok := _u.mutation.LatInf(); ok {
+		if err := usagedaily.LatInfValidator(v); err != nil {
+			return &ValidationError{Name: "lat_inf", err: fmt.Errorf(`ent: validator failed for field "UsageDaily.lat_inf": %w`, err)}
+		}
+	}
 	return nil
 }
 
@@ -509,6 +1205,78 @@ func (_u *UsageDailyUpdateOne) sqlSave(ctx context.Context) (_node *UsageDaily, 
 	}
 	if value, ok := _u.mutation.AddedTotalMs(); ok {
 		_spec.AddField(usagedaily.FieldTotalMs, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe25(); ok {
+		_spec.SetField(usagedaily.FieldLatLe25, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe25(); ok {
+		_spec.AddField(usagedaily.FieldLatLe25, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe50(); ok {
+		_spec.SetField(usagedaily.FieldLatLe50, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe50(); ok {
+		_spec.AddField(usagedaily.FieldLatLe50, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe100(); ok {
+		_spec.SetField(usagedaily.FieldLatLe100, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe100(); ok {
+		_spec.AddField(usagedaily.FieldLatLe100, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe200(); ok {
+		_spec.SetField(usagedaily.FieldLatLe200, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe200(); ok {
+		_spec.AddField(usagedaily.FieldLatLe200, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe400(); ok {
+		_spec.SetField(usagedaily.FieldLatLe400, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe400(); ok {
+		_spec.AddField(usagedaily.FieldLatLe400, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe800(); ok {
+		_spec.SetField(usagedaily.FieldLatLe800, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe800(); ok {
+		_spec.AddField(usagedaily.FieldLatLe800, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe1600(); ok {
+		_spec.SetField(usagedaily.FieldLatLe1600, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe1600(); ok {
+		_spec.AddField(usagedaily.FieldLatLe1600, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe3200(); ok {
+		_spec.SetField(usagedaily.FieldLatLe3200, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe3200(); ok {
+		_spec.AddField(usagedaily.FieldLatLe3200, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe6400(); ok {
+		_spec.SetField(usagedaily.FieldLatLe6400, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe6400(); ok {
+		_spec.AddField(usagedaily.FieldLatLe6400, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe12800(); ok {
+		_spec.SetField(usagedaily.FieldLatLe12800, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe12800(); ok {
+		_spec.AddField(usagedaily.FieldLatLe12800, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatLe25600(); ok {
+		_spec.SetField(usagedaily.FieldLatLe25600, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatLe25600(); ok {
+		_spec.AddField(usagedaily.FieldLatLe25600, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.LatInf(); ok {
+		_spec.SetField(usagedaily.FieldLatInf, field.TypeInt64, value)
+	}
+	if value, ok := _u.mutation.AddedLatInf(); ok {
+		_spec.AddField(usagedaily.FieldLatInf, field.TypeInt64, value)
 	}
 	_spec.AddModifiers(_u.modifiers...)
 	_node = &UsageDaily{config: _u.config}

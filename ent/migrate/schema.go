@@ -426,6 +426,18 @@ var (
 		{Name: "input_tokens", Type: field.TypeInt64, Default: 0},
 		{Name: "output_tokens", Type: field.TypeInt64, Default: 0},
 		{Name: "total_ms", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_25", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_50", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_100", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_200", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_400", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_800", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_1600", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_3200", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_6400", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_12800", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_le_25600", Type: field.TypeInt64, Default: 0},
+		{Name: "lat_inf", Type: field.TypeInt64, Default: 0},
 	}
 	// UsageDailiesTable holds the schema information for the "usage_dailies" table.
 	UsageDailiesTable = &schema.Table{

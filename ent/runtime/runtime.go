@@ -786,6 +786,78 @@ func init() {
 	usagedaily.DefaultTotalMs = usagedailyDescTotalMs.Default.(int64)
 	// usagedaily.TotalMsValidator is a validator for the "total_ms" field. It is called by the builders before save.
 	usagedaily.TotalMsValidator = usagedailyDescTotalMs.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe25 is the schema descriptor for lat_le_25 field.
+	usagedailyDescLatLe25 := usagedailyFields[11].Descriptor()
+	// usagedaily.DefaultLatLe25 holds the default value on creation for the lat_le_25 field.
+	usagedaily.DefaultLatLe25 = usagedailyDescLatLe25.Default.(int64)
+	// usagedaily.LatLe25Validator is a validator for the "lat_le_25" field. It is called by the builders before save.
+	usagedaily.LatLe25Validator = usagedailyDescLatLe25.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe50 is the schema descriptor for lat_le_50 field.
+	usagedailyDescLatLe50 := usagedailyFields[12].Descriptor()
+	// usagedaily.DefaultLatLe50 holds the default value on creation for the lat_le_50 field.
+	usagedaily.DefaultLatLe50 = usagedailyDescLatLe50.Default.(int64)
+	// usagedaily.LatLe50Validator is a validator for the "lat_le_50" field. It is called by the builders before save.
+	usagedaily.LatLe50Validator = usagedailyDescLatLe50.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe100 is the schema descriptor for lat_le_100 field.
+	usagedailyDescLatLe100 := usagedailyFields[13].Descriptor()
+	// usagedaily.DefaultLatLe100 holds the default value on creation for the lat_le_100 field.
+	usagedaily.DefaultLatLe100 = usagedailyDescLatLe100.Default.(int64)
+	// usagedaily.LatLe100Validator is a validator for the "lat_le_100" field. It is called by the builders before save.
+	usagedaily.LatLe100Validator = usagedailyDescLatLe100.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe200 is the schema descriptor for lat_le_200 field.
+	usagedailyDescLatLe200 := usagedailyFields[14].Descriptor()
+	// usagedaily.DefaultLatLe200 holds the default value on creation for the lat_le_200 field.
+	usagedaily.DefaultLatLe200 = usagedailyDescLatLe200.Default.(int64)
+	// usagedaily.LatLe200Validator is a validator for the "lat_le_200" field. It is called by the builders before save.
+	usagedaily.LatLe200Validator = usagedailyDescLatLe200.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe400 is the schema descriptor for lat_le_400 field.
+	usagedailyDescLatLe400 := usagedailyFields[15].Descriptor()
+	// usagedaily.DefaultLatLe400 holds the default value on creation for the lat_le_400 field.
+	usagedaily.DefaultLatLe400 = usagedailyDescLatLe400.Default.(int64)
+	// usagedaily.LatLe400Validator is a validator for the "lat_le_400" field. It is called by the builders before save.
+	usagedaily.LatLe400Validator = usagedailyDescLatLe400.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe800 is the schema descriptor for lat_le_800 field.
+	usagedailyDescLatLe800 := usagedailyFields[16].Descriptor()
+	// usagedaily.DefaultLatLe800 holds the default value on creation for the lat_le_800 field.
+	usagedaily.DefaultLatLe800 = usagedailyDescLatLe800.Default.(int64)
+	// usagedaily.LatLe800Validator is a validator for the "lat_le_800" field. It is called by the builders before save.
+	usagedaily.LatLe800Validator = usagedailyDescLatLe800.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe1600 is the schema descriptor for lat_le_1600 field.
+	usagedailyDescLatLe1600 := usagedailyFields[17].Descriptor()
+	// usagedaily.DefaultLatLe1600 holds the default value on creation for the lat_le_1600 field.
+	usagedaily.DefaultLatLe1600 = usagedailyDescLatLe1600.Default.(int64)
+	// usagedaily.LatLe1600Validator is a validator for the "lat_le_1600" field. It is called by the builders before save.
+	usagedaily.LatLe1600Validator = usagedailyDescLatLe1600.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe3200 is the schema descriptor for lat_le_3200 field.
+	usagedailyDescLatLe3200 := usagedailyFields[18].Descriptor()
+	// usagedaily.DefaultLatLe3200 holds the default value on creation for the lat_le_3200 field.
+	usagedaily.DefaultLatLe3200 = usagedailyDescLatLe3200.Default.(int64)
+	// usagedaily.LatLe3200Validator is a validator for the "lat_le_3200" field. It is called by the builders before save.
+	usagedaily.LatLe3200Validator = usagedailyDescLatLe3200.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe6400 is the schema descriptor for lat_le_6400 field.
+	usagedailyDescLatLe6400 := usagedailyFields[19].Descriptor()
+	// usagedaily.DefaultLatLe6400 holds the default value on creation for the lat_le_6400 field.
+	usagedaily.DefaultLatLe6400 = usagedailyDescLatLe6400.Default.(int64)
+	// usagedaily.LatLe6400Validator is a validator for the "lat_le_6400" field. It is called by the builders before save.
+	usagedaily.LatLe6400Validator = usagedailyDescLatLe6400.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe12800 is the schema descriptor for lat_le_12800 field.
+	usagedailyDescLatLe12800 := usagedailyFields[20].Descriptor()
+	// usagedaily.DefaultLatLe12800 holds the default value on creation for the lat_le_12800 field.
+	usagedaily.DefaultLatLe12800 = usagedailyDescLatLe12800.Default.(int64)
+	// usagedaily.LatLe12800Validator is a validator for the "lat_le_12800" field. It is called by the builders before save.
+	usagedaily.LatLe12800Validator = usagedailyDescLatLe12800.Validators[0].(func(int64) error)
+	// usagedailyDescLatLe25600 is the schema descriptor for lat_le_25600 field.
+	usagedailyDescLatLe25600 := usagedailyFields[21].Descriptor()
+	// usagedaily.DefaultLatLe25600 holds the default value on creation for the lat_le_25600 field.
+	usagedaily.DefaultLatLe25600 = usagedailyDescLatLe25600.Default.(int64)
+	// usagedaily.LatLe25600Validator is a validator for the "lat_le_25600" field. It is called by the builders before save.
+	usagedaily.LatLe25600Validator = usagedailyDescLatLe25600.Validators[0].(func(int64) error)
+	// usagedailyDescLatInf is the schema descriptor for lat_inf field.
+	usagedailyDescLatInf := usagedailyFields[22].Descriptor()
+	// usagedaily.DefaultLatInf holds the default value on creation for the lat_inf field.
+	usagedaily.DefaultLatInf = usagedailyDescLatInf.Default.(int64)
+	// usagedaily.LatInfValidator is a validator for the "lat_inf" field. It is called by the builders before save.
+	usagedaily.LatInfValidator = usagedailyDescLatInf.Validators[0].(func(int64) error)
 	// usagedailyDescID is the schema descriptor for id field.
 	usagedailyDescID := usagedailyMixinFields0[0].Descriptor()
 	// usagedaily.DefaultID holds the default value on creation for the id field.

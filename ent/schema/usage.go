@@ -1,6 +1,8 @@
 package schema
 
 import (
+	"fmt"
+
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
 	"entgo.io/ent/schema"
@@ -65,7 +67,7 @@ func (UsageDaily) Mixin() []ent.Mixin { return []ent.Mixin{PrefixedID("udy")} }
 
 // Fields of the UsageDaily.
 func (UsageDaily) Fields() []ent.Field {
-	return []ent.Field{
+	return append([]ent.Field{
 		tenantField(),
 		providerTenantField(),
 		idField("config_id"),
@@ -78,7 +80,22 @@ func (UsageDaily) Fields() []ent.Field {
 		field.Int64("input_tokens").NonNegative().Default(0),
 		field.Int64("output_tokens").NonNegative().Default(0),
 		field.Int64("total_ms").NonNegative().Default(0),
+	}, latencyBuckets()...)
+}
+
+// LatencyBoundsMS are the upper bounds (milliseconds) of the latency histogram kept in
+// each daily rollup, so that p95 comes from the rollups whatever the raw row count. A
+// call lands in the first bucket whose bound is at least its elapsed time; the last
+// bucket (lat_inf) is open-ended. Columns rather than a JSON array: the recorder's
+// upsert adds to each with plain arithmetic, on SQLite and PostgreSQL alike.
+var LatencyBoundsMS = []int64{25, 50, 100, 200, 400, 800, 1600, 3200, 6400, 12800, 25600}
+
+func latencyBuckets() []ent.Field {
+	fields := make([]ent.Field, 0, len(LatencyBoundsMS)+1)
+	for _, b := range LatencyBoundsMS {
+		fields = append(fields, field.Int64(fmt.Sprintf("lat_le_%d", b)).NonNegative().Default(0).Annotations(entgql.Skip()))
 	}
+	return append(fields, field.Int64("lat_inf").NonNegative().Default(0).Annotations(entgql.Skip()))
 }
 
 // Indexes of the UsageDaily.

@@ -35,6 +35,30 @@ const (
 	FieldOutputTokens = "output_tokens"
 	// FieldTotalMs holds the string denoting the total_ms field in the database.
 	FieldTotalMs = "total_ms"
+	// FieldLatLe25 holds the string denoting the lat_le_25 field in the database.
+	FieldLatLe25 = "lat_le_25"
+	// FieldLatLe50 holds the string denoting the lat_le_50 field in the database.
+	FieldLatLe50 = "lat_le_50"
+	// FieldLatLe100 holds the string denoting the lat_le_100 field in the database.
+	FieldLatLe100 = "lat_le_100"
+	// FieldLatLe200 holds the string denoting the lat_le_200 field in the database.
+	FieldLatLe200 = "lat_le_200"
+	// FieldLatLe400 holds the string denoting the lat_le_400 field in the database.
+	FieldLatLe400 = "lat_le_400"
+	// FieldLatLe800 holds the string denoting the lat_le_800 field in the database.
+	FieldLatLe800 = "lat_le_800"
+	// FieldLatLe1600 holds the string denoting the lat_le_1600 field in the database.
+	FieldLatLe1600 = "lat_le_1600"
+	// FieldLatLe3200 holds the string denoting the lat_le_3200 field in the database.
+	FieldLatLe3200 = "lat_le_3200"
+	// FieldLatLe6400 holds the string denoting the lat_le_6400 field in the database.
+	FieldLatLe6400 = "lat_le_6400"
+	// FieldLatLe12800 holds the string denoting the lat_le_12800 field in the database.
+	FieldLatLe12800 = "lat_le_12800"
+	// FieldLatLe25600 holds the string denoting the lat_le_25600 field in the database.
+	FieldLatLe25600 = "lat_le_25600"
+	// FieldLatInf holds the string denoting the lat_inf field in the database.
+	FieldLatInf = "lat_inf"
 	// Table holds the table name of the usagedaily in the database.
 	Table = "usage_dailies"
 )
@@ -53,6 +77,18 @@ var Columns = []string{
 	FieldInputTokens,
 	FieldOutputTokens,
 	FieldTotalMs,
+	FieldLatLe25,
+	FieldLatLe50,
+	FieldLatLe100,
+	FieldLatLe200,
+	FieldLatLe400,
+	FieldLatLe800,
+	FieldLatLe1600,
+	FieldLatLe3200,
+	FieldLatLe6400,
+	FieldLatLe12800,
+	FieldLatLe25600,
+	FieldLatInf,
 }
 
 // ValidColumn reports if the column name is valid (part of the table columns).
@@ -98,6 +134,54 @@ var (
 	DefaultTotalMs int64
 	// TotalMsValidator is a validator for the "total_ms" field. It is called by the builders before save.
 	TotalMsValidator func(int64) error
+	// DefaultLatLe25 holds the default value on creation for the "lat_le_25" field.
+	DefaultLatLe25 int64
+	// LatLe25Validator is a validator for the "lat_le_25" field. It is called by the builders before save.
+	LatLe25Validator func(int64) error
+	// DefaultLatLe50 holds the default value on creation for the "lat_le_50" field.
+	DefaultLatLe50 int64
+	// LatLe50Validator is a validator for the "lat_le_50" field. It is called by the builders before save.
+	LatLe50Validator func(int64) error
+	// DefaultLatLe100 holds the default value on creation for the "lat_le_100" field.
+	DefaultLatLe100 int64
+	// LatLe100Validator is a validator for the "lat_le_100" field. It is called by the builders before save.
+	LatLe100Validator func(int64) error
+	// DefaultLatLe200 holds the default value on creation for the "lat_le_200" field.
+	DefaultLatLe200 int64
+	// LatLe200Validator is a validator for the "lat_le_200" field. It is called by the builders before save.
+	LatLe200Validator func(int64) error
+	// DefaultLatLe400 holds the default value on creation for the "lat_le_400" field.
+	DefaultLatLe400 int64
+	// LatLe400Validator is a validator for the "lat_le_400" field. It is called by the builders before save.
+	LatLe400Validator func(int64) error
+	// DefaultLatLe800 holds the default value on creation for the "lat_le_800" field.
+	DefaultLatLe800 int64
+	// LatLe800Validator is a validator for the "lat_le_800" field. It is called by the builders before save.
+	LatLe800Validator func(int64) error
+	// DefaultLatLe1600 holds the default value on creation for the "lat_le_1600" field.
+	DefaultLatLe1600 int64
+	// LatLe1600Validator is a validator for the "lat_le_1600" field. It is called by the builders before save.
+	LatLe1600Validator func(int64) error
+	// DefaultLatLe3200 holds the default value on creation for the "lat_le_3200" field.
+	DefaultLatLe3200 int64
+	// LatLe3200Validator is a validator for the "lat_le_3200" field. It is called by the builders before save.
+	LatLe3200Validator func(int64) error
+	// DefaultLatLe6400 holds the default value on creation for the "lat_le_6400" field.
+	DefaultLatLe6400 int64
+	// LatLe6400Validator is a validator for the "lat_le_6400" field. It is called by the builders before save.
+	LatLe6400Validator func(int64) error
+	// DefaultLatLe12800 holds the default value on creation for the "lat_le_12800" field.
+	DefaultLatLe12800 int64
+	// LatLe12800Validator is a validator for the "lat_le_12800" field. It is called by the builders before save.
+	LatLe12800Validator func(int64) error
+	// DefaultLatLe25600 holds the default value on creation for the "lat_le_25600" field.
+	DefaultLatLe25600 int64
+	// LatLe25600Validator is a validator for the "lat_le_25600" field. It is called by the builders before save.
+	LatLe25600Validator func(int64) error
+	// DefaultLatInf holds the default value on creation for the "lat_inf" field.
+	DefaultLatInf int64
+	// LatInfValidator is a validator for the "lat_inf" field. It is called by the builders before save.
+	LatInfValidator func(int64) error
 	// DefaultID holds the default value on creation for the "id" field.
 	DefaultID func() pulid.ID
 	// IDValidator is a validator for the "id" field. It is called by the builders before save.
@@ -165,4 +249,64 @@ func ByOutputTokens(opts ...sql.OrderTermOption) OrderOption {
 // ByTotalMs orders the results by the total_ms field.
 func ByTotalMs(opts ...sql.OrderTermOption) OrderOption {
 	return sql.OrderByField(FieldTotalMs, opts...).ToFunc()
+}
+
+// ByLatLe25 orders the results by the lat_le_25 field.
+func ByLatLe25(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe25, opts...).ToFunc()
+}
+
+// ByLatLe50 orders the results by the lat_le_50 field.
+func ByLatLe50(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe50, opts...).ToFunc()
+}
+
+// ByLatLe100 orders the results by the lat_le_100 field.
+func ByLatLe100(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe100, opts...).ToFunc()
+}
+
+// ByLatLe200 orders the results by the lat_le_200 field.
+func ByLatLe200(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe200, opts...).ToFunc()
+}
+
+// ByLatLe400 orders the results by the lat_le_400 field.
+func ByLatLe400(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe400, opts...).ToFunc()
+}
+
+// ByLatLe800 orders the results by the lat_le_800 field.
+func ByLatLe800(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe800, opts...).ToFunc()
+}
+
+// ByLatLe1600 orders the results by the lat_le_1600 field.
+func ByLatLe1600(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe1600, opts...).ToFunc()
+}
+
+// ByLatLe3200 orders the results by the lat_le_3200 field.
+func ByLatLe3200(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe3200, opts...).ToFunc()
+}
+
+// ByLatLe6400 orders the results by the lat_le_6400 field.
+func ByLatLe6400(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe6400, opts...).ToFunc()
+}
+
+// ByLatLe12800 orders the results by the lat_le_12800 field.
+func ByLatLe12800(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe12800, opts...).ToFunc()
+}
+
+// ByLatLe25600 orders the results by the lat_le_25600 field.
+func ByLatLe25600(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatLe25600, opts...).ToFunc()
+}
+
+// ByLatInf orders the results by the lat_inf field.
+func ByLatInf(opts ...sql.OrderTermOption) OrderOption {
+	return sql.OrderByField(FieldLatInf, opts...).ToFunc()
 }

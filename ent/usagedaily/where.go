@@ -110,6 +110,66 @@ func TotalMs(v int64) predicate.UsageDaily {
 	return predicate.UsageDaily(sql.FieldEQ(FieldTotalMs, v))
 }
 
+// LatLe25 applies equality check predicate on the "lat_le_25" field. It's identical to LatLe25EQ.
+func LatLe25(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe25, v))
+}
+
+// LatLe50 applies equality check predicate on the "lat_le_50" field. It's identical to LatLe50EQ.
+func LatLe50(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe50, v))
+}
+
+// LatLe100 applies equality check predicate on the "lat_le_100" field. It's identical to LatLe100EQ.
+func LatLe100(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe100, v))
+}
+
+// LatLe200 applies equality check predicate on the "lat_le_200" field. It's identical to LatLe200EQ.
+func LatLe200(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe200, v))
+}
+
+// LatLe400 applies equality check predicate on the "lat_le_400" field. It's identical to LatLe400EQ.
+func LatLe400(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe400, v))
+}
+
+// LatLe800 applies equality check predicate on the "lat_le_800" field. It's identical to LatLe800EQ.
+func LatLe800(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe800, v))
+}
+
+// LatLe1600 applies equality check predicate on the "lat_le_1600" field. It's identical to LatLe1600EQ.
+func LatLe1600(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe1600, v))
+}
+
+// LatLe3200 applies equality check predicate on the "lat_le_3200" field. It's identical to LatLe3200EQ.
+func LatLe3200(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe3200, v))
+}
+
+// LatLe6400 applies equality check predicate on the "lat_le_6400" field. It's identical to LatLe6400EQ.
+func LatLe6400(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe6400, v))
+}
+
+// LatLe12800 applies equality check predicate on the "lat_le_12800" field. It's identical to LatLe12800EQ.
+func LatLe12800(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe12800, v))
+}
+
+// LatLe25600 applies equality check predicate on the "lat_le_25600" field. It's identical to LatLe25600EQ.
+func LatLe25600(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe25600, v))
+}
+
+// LatInf applies equality check predicate on the "lat_inf" field. It's identical to LatInfEQ.
+func LatInf(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatInf, v))
+}
+
 // TenantIDEQ applies the EQ predicate on the "tenant_id" field.
 func TenantIDEQ(v pulid.ID) predicate.UsageDaily {
 	return predicate.UsageDaily(sql.FieldEQ(FieldTenantID, v))
@@ -693,6 +753,486 @@ func TotalMsLT(v int64) predicate.UsageDaily {
 // TotalMsLTE applies the LTE predicate on the "total_ms" field.
 func TotalMsLTE(v int64) predicate.UsageDaily {
 	return predicate.UsageDaily(sql.FieldLTE(FieldTotalMs, v))
+}
+
+// LatLe25EQ applies the EQ predicate on the "lat_le_25" field.
+func LatLe25EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe25, v))
+}
+
+// LatLe25NEQ applies the NEQ predicate on the "lat_le_25" field.
+func LatLe25NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe25, v))
+}
+
+// LatLe25In applies the In predicate on the "lat_le_25" field.
+func LatLe25In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe25, vs...))
+}
+
+// LatLe25NotIn applies the NotIn predicate on the "lat_le_25" field.
+func LatLe25NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe25, vs...))
+}
+
+// LatLe25GT applies the GT predicate on the "lat_le_25" field.
+func LatLe25GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe25, v))
+}
+
+// LatLe25GTE applies the GTE predicate on the "lat_le_25" field.
+func LatLe25GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe25, v))
+}
+
+// LatLe25LT applies the LT predicate on the "lat_le_25" field.
+func LatLe25LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe25, v))
+}
+
+// LatLe25LTE applies the LTE predicate on the "lat_le_25" field.
+func LatLe25LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe25, v))
+}
+
+// LatLe50EQ applies the EQ predicate on the "lat_le_50" field.
+func LatLe50EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe50, v))
+}
+
+// LatLe50NEQ applies the NEQ predicate on the "lat_le_50" field.
+func LatLe50NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe50, v))
+}
+
+// LatLe50In applies the In predicate on the "lat_le_50" field.
+func LatLe50In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe50, vs...))
+}
+
+// LatLe50NotIn applies the NotIn predicate on the "lat_le_50" field.
+func LatLe50NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe50, vs...))
+}
+
+// LatLe50GT applies the GT predicate on the "lat_le_50" field.
+func LatLe50GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe50, v))
+}
+
+// LatLe50GTE applies the GTE predicate on the "lat_le_50" field.
+func LatLe50GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe50, v))
+}
+
+// LatLe50LT applies the LT predicate on the "lat_le_50" field.
+func LatLe50LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe50, v))
+}
+
+// LatLe50LTE applies the LTE predicate on the "lat_le_50" field.
+func LatLe50LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe50, v))
+}
+
+// LatLe100EQ applies the EQ predicate on the "lat_le_100" field.
+func LatLe100EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe100, v))
+}
+
+// LatLe100NEQ applies the NEQ predicate on the "lat_le_100" field.
+func LatLe100NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe100, v))
+}
+
+// LatLe100In applies the In predicate on the "lat_le_100" field.
+func LatLe100In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe100, vs...))
+}
+
+// LatLe100NotIn applies the NotIn predicate on the "lat_le_100" field.
+func LatLe100NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe100, vs...))
+}
+
+// LatLe100GT applies the GT predicate on the "lat_le_100" field.
+func LatLe100GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe100, v))
+}
+
+// LatLe100GTE applies the GTE predicate on the "lat_le_100" field.
+func LatLe100GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe100, v))
+}
+
+// LatLe100LT applies the LT predicate on the "lat_le_100" field.
+func LatLe100LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe100, v))
+}
+
+// LatLe100LTE applies the LTE predicate on the "lat_le_100" field.
+func LatLe100LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe100, v))
+}
+
+// LatLe200EQ applies the EQ predicate on the "lat_le_200" field.
+func LatLe200EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe200, v))
+}
+
+// LatLe200NEQ applies the NEQ predicate on the "lat_le_200" field.
+func LatLe200NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe200, v))
+}
+
+// LatLe200In applies the In predicate on the "lat_le_200" field.
+func LatLe200In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe200, vs...))
+}
+
+// LatLe200NotIn applies the NotIn predicate on the "lat_le_200" field.
+func LatLe200NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe200, vs...))
+}
+
+// LatLe200GT applies the GT predicate on the "lat_le_200" field.
+func LatLe200GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe200, v))
+}
+
+// LatLe200GTE applies the GTE predicate on the "lat_le_200" field.
+func LatLe200GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe200, v))
+}
+
+// LatLe200LT applies the LT predicate on the "lat_le_200" field.
+func LatLe200LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe200, v))
+}
+
+// LatLe200LTE applies the LTE predicate on the "lat_le_200" field.
+func LatLe200LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe200, v))
+}
+
+// LatLe400EQ applies the EQ predicate on the "lat_le_400" field.
+func LatLe400EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe400, v))
+}
+
+// LatLe400NEQ applies the NEQ predicate on the "lat_le_400" field.
+func LatLe400NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe400, v))
+}
+
+// LatLe400In applies the In predicate on the "lat_le_400" field.
+func LatLe400In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe400, vs...))
+}
+
+// LatLe400NotIn applies the NotIn predicate on the "lat_le_400" field.
+func LatLe400NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe400, vs...))
+}
+
+// LatLe400GT applies the GT predicate on the "lat_le_400" field.
+func LatLe400GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe400, v))
+}
+
+// LatLe400GTE applies the GTE predicate on the "lat_le_400" field.
+func LatLe400GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe400, v))
+}
+
+// LatLe400LT applies the LT predicate on the "lat_le_400" field.
+func LatLe400LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe400, v))
+}
+
+// LatLe400LTE applies the LTE predicate on the "lat_le_400" field.
+func LatLe400LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe400, v))
+}
+
+// LatLe800EQ applies the EQ predicate on the "lat_le_800" field.
+func LatLe800EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe800, v))
+}
+
+// LatLe800NEQ applies the NEQ predicate on the "lat_le_800" field.
+func LatLe800NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe800, v))
+}
+
+// LatLe800In applies the In predicate on the "lat_le_800" field.
+func LatLe800In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe800, vs...))
+}
+
+// LatLe800NotIn applies the NotIn predicate on the "lat_le_800" field.
+func LatLe800NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe800, vs...))
+}
+
+// LatLe800GT applies the GT predicate on the "lat_le_800" field.
+func LatLe800GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe800, v))
+}
+
+// LatLe800GTE applies the GTE predicate on the "lat_le_800" field.
+func LatLe800GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe800, v))
+}
+
+// LatLe800LT applies the LT predicate on the "lat_le_800" field.
+func LatLe800LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe800, v))
+}
+
+// LatLe800LTE applies the LTE predicate on the "lat_le_800" field.
+func LatLe800LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe800, v))
+}
+
+// LatLe1600EQ applies the EQ predicate on the "lat_le_1600" field.
+func LatLe1600EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe1600, v))
+}
+
+// LatLe1600NEQ applies the NEQ predicate on the "lat_le_1600" field.
+func LatLe1600NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe1600, v))
+}
+
+// LatLe1600In applies the In predicate on the "lat_le_1600" field.
+func LatLe1600In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe1600, vs...))
+}
+
+// LatLe1600NotIn applies the NotIn predicate on the "lat_le_1600" field.
+func LatLe1600NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe1600, vs...))
+}
+
+// LatLe1600GT applies the GT predicate on the "lat_le_1600" field.
+func LatLe1600GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe1600, v))
+}
+
+// LatLe1600GTE applies the GTE predicate on the "lat_le_1600" field.
+func LatLe1600GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe1600, v))
+}
+
+// LatLe1600LT applies the LT predicate on the "lat_le_1600" field.
+func LatLe1600LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe1600, v))
+}
+
+// LatLe1600LTE applies the LTE predicate on the "lat_le_1600" field.
+func LatLe1600LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe1600, v))
+}
+
+// LatLe3200EQ applies the EQ predicate on the "lat_le_3200" field.
+func LatLe3200EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe3200, v))
+}
+
+// LatLe3200NEQ applies the NEQ predicate on the "lat_le_3200" field.
+func LatLe3200NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe3200, v))
+}
+
+// LatLe3200In applies the In predicate on the "lat_le_3200" field.
+func LatLe3200In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe3200, vs...))
+}
+
+// LatLe3200NotIn applies the NotIn predicate on the "lat_le_3200" field.
+func LatLe3200NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe3200, vs...))
+}
+
+// LatLe3200GT applies the GT predicate on the "lat_le_3200" field.
+func LatLe3200GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe3200, v))
+}
+
+// LatLe3200GTE applies the GTE predicate on the "lat_le_3200" field.
+func LatLe3200GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe3200, v))
+}
+
+// LatLe3200LT applies the LT predicate on the "lat_le_3200" field.
+func LatLe3200LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe3200, v))
+}
+
+// LatLe3200LTE applies the LTE predicate on the "lat_le_3200" field.
+func LatLe3200LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe3200, v))
+}
+
+// LatLe6400EQ applies the EQ predicate on the "lat_le_6400" field.
+func LatLe6400EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe6400, v))
+}
+
+// LatLe6400NEQ applies the NEQ predicate on the "lat_le_6400" field.
+func LatLe6400NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe6400, v))
+}
+
+// LatLe6400In applies the In predicate on the "lat_le_6400" field.
+func LatLe6400In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe6400, vs...))
+}
+
+// LatLe6400NotIn applies the NotIn predicate on the "lat_le_6400" field.
+func LatLe6400NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe6400, vs...))
+}
+
+// LatLe6400GT applies the GT predicate on the "lat_le_6400" field.
+func LatLe6400GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe6400, v))
+}
+
+// LatLe6400GTE applies the GTE predicate on the "lat_le_6400" field.
+func LatLe6400GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe6400, v))
+}
+
+// LatLe6400LT applies the LT predicate on the "lat_le_6400" field.
+func LatLe6400LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe6400, v))
+}
+
+// LatLe6400LTE applies the LTE predicate on the "lat_le_6400" field.
+func LatLe6400LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe6400, v))
+}
+
+// LatLe12800EQ applies the EQ predicate on the "lat_le_12800" field.
+func LatLe12800EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe12800, v))
+}
+
+// LatLe12800NEQ applies the NEQ predicate on the "lat_le_12800" field.
+func LatLe12800NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe12800, v))
+}
+
+// LatLe12800In applies the In predicate on the "lat_le_12800" field.
+func LatLe12800In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe12800, vs...))
+}
+
+// LatLe12800NotIn applies the NotIn predicate on the "lat_le_12800" field.
+func LatLe12800NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe12800, vs...))
+}
+
+// LatLe12800GT applies the GT predicate on the "lat_le_12800" field.
+func LatLe12800GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe12800, v))
+}
+
+// LatLe12800GTE applies the GTE predicate on the "lat_le_12800" field.
+func LatLe12800GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe12800, v))
+}
+
+// LatLe12800LT applies the LT predicate on the "lat_le_12800" field.
+func LatLe12800LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe12800, v))
+}
+
+// LatLe12800LTE applies the LTE predicate on the "lat_le_12800" field.
+func LatLe12800LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe12800, v))
+}
+
+// LatLe25600EQ applies the EQ predicate on the "lat_le_25600" field.
+func LatLe25600EQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatLe25600, v))
+}
+
+// LatLe25600NEQ applies the NEQ predicate on the "lat_le_25600" field.
+func LatLe25600NEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatLe25600, v))
+}
+
+// LatLe25600In applies the In predicate on the "lat_le_25600" field.
+func LatLe25600In(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatLe25600, vs...))
+}
+
+// LatLe25600NotIn applies the NotIn predicate on the "lat_le_25600" field.
+func LatLe25600NotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatLe25600, vs...))
+}
+
+// LatLe25600GT applies the GT predicate on the "lat_le_25600" field.
+func LatLe25600GT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatLe25600, v))
+}
+
+// LatLe25600GTE applies the GTE predicate on the "lat_le_25600" field.
+func LatLe25600GTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatLe25600, v))
+}
+
+// LatLe25600LT applies the LT predicate on the "lat_le_25600" field.
+func LatLe25600LT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatLe25600, v))
+}
+
+// LatLe25600LTE applies the LTE predicate on the "lat_le_25600" field.
+func LatLe25600LTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatLe25600, v))
+}
+
+// LatInfEQ applies the EQ predicate on the "lat_inf" field.
+func LatInfEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldEQ(FieldLatInf, v))
+}
+
+// LatInfNEQ applies the NEQ predicate on the "lat_inf" field.
+func LatInfNEQ(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNEQ(FieldLatInf, v))
+}
+
+// LatInfIn applies the In predicate on the "lat_inf" field.
+func LatInfIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldIn(FieldLatInf, vs...))
+}
+
+// LatInfNotIn applies the NotIn predicate on the "lat_inf" field.
+func LatInfNotIn(vs ...int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldNotIn(FieldLatInf, vs...))
+}
+
+// LatInfGT applies the GT predicate on the "lat_inf" field.
+func LatInfGT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGT(FieldLatInf, v))
+}
+
+// LatInfGTE applies the GTE predicate on the "lat_inf" field.
+func LatInfGTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldGTE(FieldLatInf, v))
+}
+
+// LatInfLT applies the LT predicate on the "lat_inf" field.
+func LatInfLT(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLT(FieldLatInf, v))
+}
+
+// LatInfLTE applies the LTE predicate on the "lat_inf" field.
+func LatInfLTE(v int64) predicate.UsageDaily {
+	return predicate.UsageDaily(sql.FieldLTE(FieldLatInf, v))
 }
 
 // And groups predicates with the AND operator between them.
