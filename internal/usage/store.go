@@ -14,6 +14,7 @@ import (
 
 	"github.com/gsvdev/agentregistry/ent"
 	"github.com/gsvdev/agentregistry/ent/predicate"
+	"github.com/gsvdev/agentregistry/ent/schema"
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/ent/usagedaily"
 	"github.com/gsvdev/agentregistry/ent/usagerecord"
@@ -39,26 +40,64 @@ var recordColumns = []string{
 	usagerecord.FieldStartedAt, usagerecord.FieldErrorCode,
 }
 
+// latencyColumns are the rollup's latency histogram columns, one per bound of
+// schema.LatencyBoundsMS in the same order, then the open-ended lat_inf. Spelled with the
+// generated constants so that a renamed column breaks the build; the init check below
+// catches a bound added to the schema without its column here.
+var latencyColumns = []string{
+	usagedaily.FieldLatLe25, usagedaily.FieldLatLe50, usagedaily.FieldLatLe100,
+	usagedaily.FieldLatLe200, usagedaily.FieldLatLe400, usagedaily.FieldLatLe800,
+	usagedaily.FieldLatLe1600, usagedaily.FieldLatLe3200, usagedaily.FieldLatLe6400,
+	usagedaily.FieldLatLe12800, usagedaily.FieldLatLe25600, usagedaily.FieldLatInf,
+}
+
+func init() {
+	if len(latencyColumns) != len(schema.LatencyBoundsMS)+1 || len(latencyColumns) != nLatencyBuckets {
+		panic("usage: latencyColumns does not match schema.LatencyBoundsMS")
+	}
+	for i, b := range schema.LatencyBoundsMS {
+		if latencyColumns[i] != fmt.Sprintf("lat_le_%d", b) {
+			panic("usage: latencyColumns does not match schema.LatencyBoundsMS at " + latencyColumns[i])
+		}
+	}
+}
+
+// LatencyColumns returns the rollup's latency histogram columns in bucket order (the
+// last is the open-ended lat_inf), for readers that sum the histogram.
+func LatencyColumns() []string { return slices.Clone(latencyColumns) }
+
+// LatencyBucket returns the histogram bucket of a call that took ms milliseconds: the
+// first bound at least ms, or the open-ended last bucket past the largest bound.
+func LatencyBucket(ms int64) int {
+	i, _ := slices.BinarySearch(schema.LatencyBoundsMS, ms)
+	return i
+}
+
 // dailyColumns are the usage_dailies columns written, in the order of dailyArgs.
-var dailyColumns = []string{
+var dailyColumns = append([]string{
 	usagedaily.FieldID, usagedaily.FieldTenantID, usagedaily.FieldProviderTenantID,
 	usagedaily.FieldConfigID, usagedaily.FieldAgentID, usagedaily.FieldAPIKeyID,
 	usagedaily.FieldDay, usagedaily.FieldRequests, usagedaily.FieldErrors,
 	usagedaily.FieldInputTokens, usagedaily.FieldOutputTokens, usagedaily.FieldTotalMs,
-}
+}, latencyColumns...)
 
 // dailyKey is the rollup's unique key (the table's unique index).
 var dailyKey = []string{usagedaily.FieldTenantID, usagedaily.FieldConfigID, usagedaily.FieldAPIKeyID, usagedaily.FieldDay}
 
 // dailyCounters are the rollup columns a conflict adds to.
-var dailyCounters = []string{
+var dailyCounters = append([]string{
 	usagedaily.FieldRequests, usagedaily.FieldErrors, usagedaily.FieldInputTokens,
 	usagedaily.FieldOutputTokens, usagedaily.FieldTotalMs,
-}
+}, latencyColumns...)
 
 // maxBatchLimit caps MaxBatch: 14 parameters per record must stay under SQLite's 32766
 // bound parameters per statement (PostgreSQL allows 65535).
 const maxBatchLimit = 2000
+
+// maxParams is the bound parameters one statement may carry on either database
+// (SQLite's limit). A batch's rollup rows carry more parameters each than its records,
+// so the upsert is split into statements of at most maxParams.
+const maxParams = 32766
 
 // writeBatch stores events (unique request ids, sorted) and their rollups in one
 // transaction and returns the events it inserted: those whose request id was not stored
@@ -144,7 +183,11 @@ type daily struct {
 	tenant, provider, config, agent, apiKey pulid.ID
 	day                                     time.Time
 	requests, errors, in, out, ms           int64
+	latency                                 [nLatencyBuckets]int64 // calls per histogram bucket
 }
+
+// nLatencyBuckets is the histogram's bucket count, lat_inf included.
+const nLatencyBuckets = 12
 
 // rollup sums events per rollup key, so that the upsert touches each row once (PostgreSQL
 // refuses to update one row twice in a statement), sorted by key so that concurrent
@@ -175,6 +218,7 @@ func rollup(events []Event) []daily {
 		d.in += ev.InputTokens
 		d.out += ev.OutputTokens
 		d.ms += ev.ElapsedMS
+		d.latency[LatencyBucket(ev.ElapsedMS)]++
 	}
 	slices.SortFunc(out, func(a, b daily) int {
 		return cmp.Or(cmp.Compare(a.tenant, b.tenant), cmp.Compare(a.config, b.config),
@@ -183,11 +227,22 @@ func rollup(events []Event) []daily {
 	return out
 }
 
-// upsertDailies adds rows to the rollups, creating the rows that do not exist yet.
+// upsertDailies adds rows to the rollups, creating the rows that do not exist yet. Rows
+// stay in their sorted order across statements, so the lock order is unchanged.
 func upsertDailies(ctx context.Context, tx *ent.Tx, d string, rows []daily) error {
-	if len(rows) == 0 {
-		return nil
+	per := maxParams / len(dailyColumns)
+	for len(rows) > 0 {
+		n := min(len(rows), per)
+		if err := upsertDailiesOnce(ctx, tx, d, rows[:n]); err != nil {
+			return err
+		}
+		rows = rows[n:]
 	}
+	return nil
+}
+
+// upsertDailiesOnce is one upsert statement of upsertDailies.
+func upsertDailiesOnce(ctx context.Context, tx *ent.Tx, d string, rows []daily) error {
 	var b strings.Builder
 	args := make([]any, 0, len(rows)*len(dailyColumns))
 	writeInsert(&b, d, usagedaily.Table, dailyColumns, len(rows))
@@ -198,6 +253,9 @@ func upsertDailies(ctx context.Context, tx *ent.Tx, d string, rows []daily) erro
 			d.day, d.requests, d.errors,
 			d.in, d.out, d.ms,
 		)
+		for _, n := range d.latency {
+			args = append(args, n)
+		}
 	}
 	b.WriteString(" ON CONFLICT (")
 	for i, c := range dailyKey {
