@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"math"
 	"net/http"
 	"net/url"
@@ -134,25 +135,129 @@ func (c *Client) Run(ctx context.Context, flowID string, req RunRequest) (RunRes
 // can still recover from its tokens.
 const noTextDetail = "langflow response carries no answer text (does the flow end in a Chat Output?)"
 
+// runDoc is the part of a run response that parseRunResult reads. Decoding
+// into it instead of a map[string]any skips everything else (logs, message
+// properties, content blocks, timestamps: most of a chat answer) without
+// allocating it, which made the generic decode the gateway's largest CPU cost.
+//
+// Every field whose type Langflow has varied, and every leaf, is an any, so a
+// value of an unexpected type is read exactly as the generic walk read it
+// (textOf, countOf) instead of being coerced; a mismatch deeper down is an
+// UnmarshalTypeError that leaves that field at its zero value, which is what
+// the walk saw too ("not there"). One difference remains, inherent to
+// encoding/json's struct decoding: object keys also match case-insensitively
+// ("Text" fills text); Langflow never sends such twins.
+type runDoc struct {
+	SessionID string `json:"session_id"`
+	// Outputs has one entry per input; only the first is read.
+	Outputs []struct {
+		// Outputs has one entry per output component.
+		Outputs []componentDoc `json:"outputs"`
+	} `json:"outputs"`
+	Usage *usageDoc `json:"usage"`
+}
+
+// componentDoc is one output component's result: the places answerText and
+// componentUsage look in.
+type componentDoc struct {
+	Results struct {
+		Message struct {
+			Text any `json:"text"`
+			Data struct {
+				Text       any `json:"text"`
+				Properties struct {
+					Usage *usageDoc `json:"usage"`
+				} `json:"properties"`
+				Usage *usageDoc `json:"usage"`
+			} `json:"data"`
+			Properties struct {
+				Usage *usageDoc `json:"usage"`
+			} `json:"properties"`
+			Usage *usageDoc `json:"usage"`
+		} `json:"message"`
+		Text struct {
+			Text any `json:"text"`
+		} `json:"text"`
+	} `json:"results"`
+	Outputs struct {
+		Message struct {
+			Message any `json:"message"`
+		} `json:"message"`
+	} `json:"outputs"`
+	Messages []struct {
+		Message any `json:"message"`
+	} `json:"messages"`
+	Artifacts struct {
+		Message any `json:"message"`
+	} `json:"artifacts"`
+	Usage *usageDoc `json:"usage"`
+}
+
+// usageDoc is a usage object in either naming (see usageOf). A usage value
+// that is not an object decodes to an empty usageDoc, which has no counts.
+type usageDoc struct {
+	InputTokens      any `json:"input_tokens"`
+	PromptTokens     any `json:"prompt_tokens"`
+	OutputTokens     any `json:"output_tokens"`
+	CompletionTokens any `json:"completion_tokens"`
+}
+
+// counts reads one usage object; it needs at least one numeric count.
+func (u *usageDoc) counts() (in, out int, ok bool) {
+	if u == nil {
+		return 0, 0, false
+	}
+	in, okIn := firstCount(u.InputTokens, u.PromptTokens)
+	out, okOut := firstCount(u.OutputTokens, u.CompletionTokens)
+	return in, out, okIn || okOut
+}
+
 // parseRunResult decodes a Langflow run response (also the "end" event's
 // result when streaming).
 func parseRunResult(op string, raw []byte, input string) (RunResult, error) {
-	var doc map[string]any
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if err := dec.Decode(&doc); err != nil || doc == nil {
+	var doc runDoc
+	if err := decodeRunDoc(raw, &doc); err != nil {
 		return RunResult{}, &Error{Kind: ErrUpstream, Op: op, Detail: "langflow answered with a body that is not a JSON object"}
 	}
-	text, found := extractText(doc)
+	var outs []componentDoc
+	if len(doc.Outputs) > 0 {
+		outs = doc.Outputs[0].Outputs
+	}
+	text, found := answerText(outs)
 	if !found {
 		return RunResult{}, &Error{Kind: ErrUpstream, Op: op, Detail: noTextDetail}
 	}
-	res := RunResult{Text: text, Raw: json.RawMessage(raw)}
-	res.SessionID, _ = doc["session_id"].(string)
-	in, out, ok := extractUsage(doc)
+	res := RunResult{Text: text, SessionID: doc.SessionID, Raw: json.RawMessage(raw)}
+	in, out, ok := runUsage(outs, doc.Usage)
 	res.applyUsage(in, out, ok, input)
 	return res, nil
 }
+
+// decodeRunDoc accepts what the generic decoder accepted: the first JSON value
+// of raw, which must be an object (trailing data after it is ignored, as a
+// json.Decoder does). Fields of an unexpected type are not an error: they are
+// left empty, as the generic walk skipped them.
+func decodeRunDoc(raw []byte, doc *runDoc) error {
+	trimmed := bytes.TrimLeft(raw, " \t\r\n")
+	if len(trimmed) == 0 || trimmed[0] != '{' {
+		return errNotObject
+	}
+	err := json.Unmarshal(trimmed, doc)
+	var syn *json.SyntaxError
+	if errors.As(err, &syn) {
+		// Unmarshal refuses trailing data, a Decoder reads past it; the rare
+		// body that needs this pays for a second decode.
+		*doc = runDoc{}
+		err = json.NewDecoder(bytes.NewReader(trimmed)).Decode(doc)
+	}
+	var typ *json.UnmarshalTypeError
+	if err != nil && !errors.As(err, &typ) {
+		return err
+	}
+	return nil
+}
+
+var errNotObject = errors.New("not a JSON object")
 
 func (r *RunResult) applyUsage(in, out int, ok bool, input string) {
 	if ok {
@@ -175,7 +280,8 @@ func EstimateTokens(s string) int {
 	return (n + 3) / 4
 }
 
-// path walks nested maps and arrays; integer steps index arrays.
+// path walks nested maps and arrays; integer steps index arrays. (The stream
+// reader walks add_message events with it.)
 func path(v any, steps ...any) any {
 	for _, s := range steps {
 		switch k := s.(type) {
@@ -209,35 +315,55 @@ func textOf(v any) (string, bool) {
 	return "", false
 }
 
-// answerLookups are the places Langflow has put the answer in one entry of
-// outputs[0].outputs (one entry per output component), in order of
-// preference; older versions and non-chat outputs fill only the later ones.
-func answerLookups(o any) [6]func() (string, bool) {
-	str := func(v any) (string, bool) { s, ok := v.(string); return s, ok }
-	return [6]func() (string, bool){
-		func() (string, bool) { return str(path(o, "results", "message", "text")) },
-		func() (string, bool) { return str(path(o, "results", "message", "data", "text")) },
-		func() (string, bool) { return textOf(path(o, "outputs", "message", "message")) },
-		func() (string, bool) { return str(path(o, "results", "text", "text")) },
-		func() (string, bool) { return textOf(path(o, "messages", 0, "message")) },
-		func() (string, bool) { return textOf(path(o, "artifacts", "message")) },
-	}
+// stringOf accepts only a string.
+func stringOf(v any) (string, bool) {
+	s, ok := v.(string)
+	return s, ok
 }
 
-// extractText finds the answer in outputs[0].outputs[i]: for each lookup in
+// answerLookupCount is how many places answerLookup knows.
+const answerLookupCount = 6
+
+// answerLookup is the l-th place Langflow has put the answer in one output
+// component, in order of preference; older versions and non-chat outputs fill
+// only the later ones:
+//
+//	0 results.message.text
+//	1 results.message.data.text
+//	2 outputs.message.message (a string or {text})
+//	3 results.text.text
+//	4 messages[0].message (a string or {text})
+//	5 artifacts.message (a string or {text})
+func answerLookup(o *componentDoc, l int) (string, bool) {
+	switch l {
+	case 0:
+		return stringOf(o.Results.Message.Text)
+	case 1:
+		return stringOf(o.Results.Message.Data.Text)
+	case 2:
+		return textOf(o.Outputs.Message.Message)
+	case 3:
+		return stringOf(o.Results.Text.Text)
+	case 4:
+		if len(o.Messages) == 0 {
+			return "", false
+		}
+		return textOf(o.Messages[0].Message)
+	case 5:
+		return textOf(o.Artifacts.Message)
+	}
+	return "", false
+}
+
+// answerText finds the answer in outputs[0].outputs[i]: for each lookup in
 // order of preference, the first output component that has a non-empty
 // value wins; so a chat output's message beats another component's
 // artifacts. found reports whether any lookup matched at all (an empty
 // answer is still an answer; no text anywhere is a broken flow).
-func extractText(doc map[string]any) (text string, found bool) {
-	outs, _ := path(doc, "outputs", 0, "outputs").([]any)
-	lookups := make([][6]func() (string, bool), len(outs))
-	for i, o := range outs {
-		lookups[i] = answerLookups(o)
-	}
-	for l := 0; l < 6; l++ {
+func answerText(outs []componentDoc) (text string, found bool) {
+	for l := range answerLookupCount {
 		for i := range outs {
-			s, ok := lookups[i][l]()
+			s, ok := answerLookup(&outs[i], l)
 			if !ok {
 				continue
 			}
@@ -250,54 +376,58 @@ func extractText(doc map[string]any) (text string, found bool) {
 	return "", found
 }
 
-// extractUsage finds token usage if Langflow reported any: in a message's
+// runUsage finds token usage if Langflow reported any: in a message's
 // properties.usage (Langflow 1.5+), a usage field next to it, or a top-level
 // usage; as {input_tokens, output_tokens} or OpenAI's {prompt_tokens,
 // completion_tokens}. Several output components' usages are summed.
-func extractUsage(doc map[string]any) (in, out int, ok bool) {
-	outs, _ := path(doc, "outputs", 0, "outputs").([]any)
-	for _, o := range outs {
-		for _, cand := range [][]any{
-			{"results", "message", "data", "properties", "usage"},
-			{"results", "message", "properties", "usage"},
-			{"results", "message", "data", "usage"},
-			{"results", "message", "usage"},
-			{"usage"},
+func runUsage(outs []componentDoc, top *usageDoc) (in, out int, ok bool) {
+	for i := range outs {
+		m := &outs[i].Results.Message
+		for _, u := range [...]*usageDoc{
+			m.Data.Properties.Usage,
+			m.Properties.Usage,
+			m.Data.Usage,
+			m.Usage,
+			outs[i].Usage,
 		} {
-			if i, o2, found := usageOf(path(o, cand...)); found {
-				in, out, ok = in+i, out+o2, true
+			if ui, uo, found := u.counts(); found {
+				in, out, ok = in+ui, out+uo, true
 				break
 			}
 		}
 	}
 	if !ok {
-		in, out, ok = usageOf(doc["usage"])
+		in, out, ok = top.counts()
 	}
 	return in, out, ok
 }
 
-// usageOf reads one usage object; it needs at least one numeric count.
+// usageOf reads one usage object decoded generically (the stream's
+// add_message events); it needs at least one numeric count.
 func usageOf(v any) (in, out int, ok bool) {
 	m, isMap := v.(map[string]any)
 	if !isMap {
 		return 0, 0, false
 	}
-	num := func(keys ...string) (int, bool) {
-		for _, k := range keys {
-			switch n := m[k].(type) {
-			case json.Number:
-				if f, err := n.Float64(); err == nil && f >= 0 && f < math.MaxInt32 {
-					return int(f), true
-				}
-			case float64:
-				if n >= 0 && n < math.MaxInt32 {
-					return int(n), true
-				}
+	in, okIn := firstCount(m["input_tokens"], m["prompt_tokens"])
+	out, okOut := firstCount(m["output_tokens"], m["completion_tokens"])
+	return in, out, okIn || okOut
+}
+
+// firstCount is the first of vs that is a usable token count: a JSON number
+// (json.Number when decoded with UseNumber, float64 otherwise) in [0, 2^31).
+func firstCount(vs ...any) (int, bool) {
+	for _, v := range vs {
+		switch n := v.(type) {
+		case json.Number:
+			if f, err := n.Float64(); err == nil && f >= 0 && f < math.MaxInt32 {
+				return int(f), true
+			}
+		case float64:
+			if n >= 0 && n < math.MaxInt32 {
+				return int(n), true
 			}
 		}
-		return 0, false
 	}
-	in, okIn := num("input_tokens", "prompt_tokens")
-	out, okOut := num("output_tokens", "completion_tokens")
-	return in, out, okIn || okOut
+	return 0, false
 }
