@@ -2,19 +2,57 @@ package apikey
 
 import (
 	"hash/maphash"
+	"slices"
 	"sync"
 	"time"
+
+	"github.com/golang-jwt/jwt/v5"
 )
 
 // cacheShards spreads the lock: every gateway call reads the cache, and one RWMutex would
 // bounce between cores.
 const cacheShards = 64
 
-// entry is what the cache remembers of one hash: a row, or that there is none.
+// entry is what the cache remembers of one hash: a row, or that there is none, and the
+// claims of the key, which passed Parse before the entry was made. Entries are shared by
+// every caller of the key: nothing in one is ever modified after put.
 type entry struct {
 	rec     Record
 	found   bool
+	claims  Claims
 	expires time.Time
+}
+
+// claimsCurrent reports whether the cached claims are still within their JWT validity at
+// now (exp, and nbf when present; Parse checks nothing else that changes with time). It
+// ignores the keyring's leeway, so it is never more lenient than Parse: when it says no,
+// Parse decides.
+func (e *entry) claimsCurrent(now time.Time) bool {
+	c := &e.claims
+	if c.ExpiresAt == nil || !now.Before(c.ExpiresAt.Time) {
+		return false
+	}
+	return c.NotBefore == nil || !now.Before(c.NotBefore.Time)
+}
+
+// cloneClaims is a copy of c that shares nothing with it: what the cache holds and what
+// callers get are never the same memory, so a caller changing its claims cannot change what
+// the next caller (or claimsCurrent) sees.
+func cloneClaims(c Claims) Claims {
+	c.Scopes = slices.Clone(c.Scopes)
+	c.Audience = slices.Clone(c.Audience)
+	c.ExpiresAt = cloneDate(c.ExpiresAt)
+	c.NotBefore = cloneDate(c.NotBefore)
+	c.IssuedAt = cloneDate(c.IssuedAt)
+	return c
+}
+
+func cloneDate(d *jwt.NumericDate) *jwt.NumericDate {
+	if d == nil {
+		return nil
+	}
+	c := *d
+	return &c
 }
 
 type shard struct {

@@ -90,6 +90,8 @@ type Verifier struct {
 	now           func() time.Time
 	log           *slog.Logger
 	toucher       *Toucher
+	// parse is keyring.Parse; tests count its calls through it.
+	parse func(key string) (Claims, error)
 }
 
 // NewVerifier builds a Verifier.
@@ -126,23 +128,47 @@ func NewVerifier(keyring *Keyring, store Store, opts VerifierOptions) *Verifier 
 		now:           opts.Now,
 		log:           opts.Logger,
 		toucher:       opts.Toucher,
+		parse:         keyring.Parse,
 	}
 }
 
 // Verify returns the row and claims of a usable key. Errors: those of Parse, ErrUnknownKey,
 // ErrRevoked, ErrExpired, or a wrapped store error (the gateway should answer 503, not 401).
-// The returned Record is the caller's to keep.
+// The returned Record and Claims are the caller's to keep.
+//
+// The cache is consulted first, by the SHA-256 of the whole key string: an entry exists only
+// for a key that passed Parse (signature, issuer, audience, kind, claims) before, and an
+// identical hash means this very string, so its signature need not be checked again. Only
+// what depends on the clock is: the JWT's exp and nbf here, the row's revocation and expiry
+// below. A miss parses and verifies the signature before anything is looked up, so a bad
+// key never reaches the cache or the database.
 func (v *Verifier) Verify(ctx context.Context, key string) (Record, Claims, error) {
-	// Signature first: garbage never reaches the cache or the database.
-	claims, err := v.keyring.Parse(key)
-	if err != nil {
+	if len(key) > MaxKeyLen {
+		// Not worth hashing: Parse refuses it.
+		_, err := v.parse(key)
 		return Record{}, Claims{}, err
 	}
 	hash := HashKey(key)
-	rec, err := v.lookup(ctx, hash)
-	if err != nil {
-		return Record{}, Claims{}, err
+	e, hit := v.cache.get(hash, v.now())
+	var claims Claims
+	if hit && e.claimsCurrent(v.keyring.now()) {
+		// The entry is shared with every caller of this key: hand out a copy.
+		claims = cloneClaims(e.claims)
+	} else {
+		// A miss, or cached claims that may have expired (the check above has no leeway):
+		// Parse decides, exactly as if nothing were cached.
+		var err error
+		if claims, err = v.parse(key); err != nil {
+			return Record{}, Claims{}, err
+		}
+		if e, err = v.lookup(ctx, hash, claims); err != nil {
+			return Record{}, Claims{}, err
+		}
 	}
+	if !e.found {
+		return Record{}, Claims{}, ErrUnknownKey
+	}
+	rec := e.rec
 	// The row was found by the hash of this very key, so a mismatch means the row is wrong
 	// (or was written for another key): refuse rather than guess which side to trust.
 	if rec.TenantID != claims.TenantID || rec.ConfigID != claims.ConfigID ||
@@ -177,46 +203,44 @@ func (v *Verifier) InvalidateAll() {
 	v.cache.invalidateAll()
 }
 
-// lookup returns the row for hash from the cache, or from the store once per hash however
-// many callers miss at the same time.
-func (v *Verifier) lookup(ctx context.Context, hash string) (Record, error) {
+// lookup returns what is known of hash (its row, or that there is none) from the cache, or
+// from the store once per hash however many callers miss at the same time. claims are the
+// parsed claims of the key whose hash this is; they are cached with the answer, so the next
+// Verify of the key need not parse it. The error is a store failure or ctx's.
+func (v *Verifier) lookup(ctx context.Context, hash string, claims Claims) (entry, error) {
 	now := v.now()
 	if e, ok := v.cache.get(hash, now); ok {
-		if !e.found {
-			return Record{}, ErrUnknownKey
-		}
-		return e.rec, nil
+		return e, nil
 	}
 	ch := v.group.DoChan(hash, func() (any, error) {
 		// Taken before the read: if Invalidate runs while the store is being read, the
 		// (possibly stale) answer is not cached.
 		gen := v.cache.generation(hash)
+		// The caller keeps its claims: the cache gets its own copy.
+		claims := cloneClaims(claims)
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), v.lookupTimeout)
 		defer cancel()
 		rec, err := v.store.LookupByHash(lctx, hash)
 		switch {
 		case errors.Is(err, ErrNotFound):
-			v.cache.put(hash, entry{}, gen, v.now())
-			return entry{}, nil
+			e := entry{claims: claims}
+			v.cache.put(hash, e, gen, v.now())
+			return e, nil
 		case err != nil:
 			// Not cached: the next call tries the store again.
 			return nil, err
 		}
-		e := entry{rec: rec, found: true}
+		e := entry{rec: rec, found: true, claims: claims}
 		v.cache.put(hash, e, gen, v.now())
 		return e, nil
 	})
 	select {
 	case <-ctx.Done():
-		return Record{}, ctx.Err()
+		return entry{}, ctx.Err()
 	case res := <-ch:
 		if res.Err != nil {
-			return Record{}, fmt.Errorf("apikey: look up key: %w", res.Err)
+			return entry{}, fmt.Errorf("apikey: look up key: %w", res.Err)
 		}
-		e := res.Val.(entry)
-		if !e.found {
-			return Record{}, ErrUnknownKey
-		}
-		return e.rec, nil
+		return res.Val.(entry), nil
 	}
 }

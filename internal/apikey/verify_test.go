@@ -377,3 +377,130 @@ func BenchmarkVerifyCached(b *testing.B) {
 		b.Fatalf("lookups = %d", n)
 	}
 }
+
+func TestVerifyCachedKeySkipsParse(t *testing.T) {
+	e := newVerifyEnv(t, apikey.VerifierOptions{CacheTTL: time.Hour})
+	parses := apikey.CountParses(e.v)
+	m, rec := e.mint(t, apikey.KindSecret, func(*apikey.Record) {})
+	ctx := context.Background()
+	for i := range 3 {
+		got, claims, err := e.v.Verify(ctx, m.Key)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if got.ID != rec.ID || claims.ID != m.JTI || claims.TenantID != rec.TenantID || claims.Kind != apikey.KindSecret {
+			t.Fatalf("call %d: record %+v claims %+v", i, got, claims)
+		}
+	}
+	if n := parses.Load(); n != 1 {
+		t.Fatalf("parses = %d, want 1: a cached key was parsed again", n)
+	}
+	if n := e.store.lookups.Load(); n != 1 {
+		t.Fatalf("lookups = %d, want 1", n)
+	}
+	// Once the row's TTL is over the key is parsed again along with the new lookup.
+	e.clk.Advance(time.Hour)
+	if _, _, err := e.v.Verify(ctx, m.Key); err != nil {
+		t.Fatal(err)
+	}
+	if p, l := parses.Load(), e.store.lookups.Load(); p != 2 || l != 2 {
+		t.Fatalf("after the TTL: parses = %d, lookups = %d, want 2 and 2", p, l)
+	}
+}
+
+func TestVerifyBadKeysAreNeverCached(t *testing.T) {
+	e := newVerifyEnv(t, apikey.VerifierOptions{CacheTTL: time.Hour})
+	parses := apikey.CountParses(e.v)
+	m, _ := e.mint(t, apikey.KindSecret, func(*apikey.Record) {})
+	for i := range 3 {
+		if _, _, err := e.v.Verify(context.Background(), m.Key+"x"); !errors.Is(err, apikey.ErrBadSignature) {
+			t.Fatalf("call %d: err = %v, want ErrBadSignature", i, err)
+		}
+	}
+	if p, l := parses.Load(), e.store.lookups.Load(); p != 3 || l != 0 {
+		t.Fatalf("parses = %d, lookups = %d, want 3 and 0: a bad key was remembered", p, l)
+	}
+	// The good key next to it is unaffected.
+	if _, _, err := e.v.Verify(context.Background(), m.Key); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestVerifyCachedKeyExpiresWithItsJWT(t *testing.T) {
+	// The row never expires and stays cached for a day: only the JWT's exp can refuse the
+	// key, and it must, on time, although the key is cached.
+	e := newVerifyEnv(t, apikey.VerifierOptions{CacheTTL: 24 * time.Hour})
+	p := mintParams(apikey.KindSecret, newIDs())
+	p.ExpiresAt = t0.Add(time.Hour)
+	m := mustMint(t, e.kr, p)
+	rec := recordFor(p)
+	rec.ExpiresAt = nil
+	e.store.put(m.Hash, rec)
+	ctx := context.Background()
+	if _, _, err := e.v.Verify(ctx, m.Key); err != nil {
+		t.Fatal(err)
+	}
+	e.clk.Advance(time.Hour - time.Second)
+	if _, _, err := e.v.Verify(ctx, m.Key); err != nil {
+		t.Fatalf("a second before exp: %v", err)
+	}
+	e.clk.Advance(time.Second)
+	for i := range 2 {
+		if _, _, err := e.v.Verify(ctx, m.Key); !errors.Is(err, apikey.ErrExpired) {
+			t.Fatalf("at exp, call %d: err = %v, want ErrExpired", i, err)
+		}
+	}
+	if n := e.store.lookups.Load(); n != 1 {
+		t.Fatalf("lookups = %d, want 1: the refusal must come from the cached key's exp", n)
+	}
+}
+
+func TestVerifyCachedKeyKeepsTheKeyringLeeway(t *testing.T) {
+	// The cache's own exp check has no leeway; past exp but within the keyring's leeway,
+	// Parse decides as it would without a cache.
+	clk := newClock(t0)
+	kr, err := apikey.NewKeyring([]apikey.SigningKey{{ID: "k1", Secret: secret1}},
+		apikey.KeyringOptions{Issuer: testIss, Audience: testAud, Now: clk.Now, Leeway: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	store := newFakeStore()
+	v := apikey.NewVerifier(kr, store, apikey.VerifierOptions{CacheTTL: 24 * time.Hour, Now: clk.Now, Logger: slog.New(slog.DiscardHandler)})
+	p := mintParams(apikey.KindSecret, newIDs())
+	p.ExpiresAt = t0.Add(time.Hour)
+	m := mustMint(t, kr, p)
+	rec := recordFor(p)
+	rec.ExpiresAt = nil
+	store.put(m.Hash, rec)
+	ctx := context.Background()
+	if _, _, err := v.Verify(ctx, m.Key); err != nil {
+		t.Fatal(err)
+	}
+	clk.Advance(time.Hour + 30*time.Second)
+	if _, _, err := v.Verify(ctx, m.Key); err != nil {
+		t.Fatalf("within the leeway: %v", err)
+	}
+	clk.Advance(30 * time.Second)
+	if _, _, err := v.Verify(ctx, m.Key); !errors.Is(err, apikey.ErrExpired) {
+		t.Fatalf("past the leeway: err = %v, want ErrExpired", err)
+	}
+}
+
+func TestVerifyCachedClaimsAreACopy(t *testing.T) {
+	e := newVerifyEnv(t, apikey.VerifierOptions{CacheTTL: time.Hour})
+	m, _ := e.mint(t, apikey.KindSecret, func(*apikey.Record) {})
+	ctx := context.Background()
+	exp := t0.Add(90 * 24 * time.Hour) // mintParams
+	for i := range 4 {
+		_, claims, err := e.v.Verify(ctx, m.Key)
+		if err != nil {
+			t.Fatalf("call %d: %v", i, err)
+		}
+		if claims.Scopes[0] == "mutated" || claims.Audience[0] == "mutated" || !claims.ExpiresAt.Equal(exp) {
+			t.Fatalf("call %d: the cache shared its claims with a caller: %+v", i, claims)
+		}
+		// What one caller does with its claims must not reach the cache.
+		claims.Scopes[0], claims.Audience[0] = "mutated", "mutated"
+		claims.ExpiresAt.Time = exp.Add(time.Hour)
+	}
+}
