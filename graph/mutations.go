@@ -12,6 +12,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/apikey/keys"
 	"github.com/gsvdev/agentregistry/internal/apperr"
 	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/langflow/flowcheck"
 )
 
 var errNotConfigured = &Error{Code: CodeInternal, Message: "this operation is not configured on this server"}
@@ -90,4 +91,17 @@ func (r *Resolver) provisionFlow(ctx context.Context, id pulid.ID, up bool) (*en
 		return r.svc.Provisioning.Provision(ctx, id)
 	}
 	return r.svc.Provisioning.Deprovision(ctx, id)
+}
+
+func (r *Resolver) validateFlow(definition string) *flowcheck.Report {
+	rep := r.svc.Catalog.ValidateFlow([]byte(definition))
+	return &rep
+}
+
+func (r *Resolver) importFlow(ctx context.Context, agentID pulid.ID, definition string) (*model.ImportFlowPayload, error) {
+	f, rep, err := r.svc.Catalog.ImportFlow(ctx, agentID, []byte(definition))
+	if err != nil {
+		return nil, err
+	}
+	return &model.ImportFlowPayload{Flow: f, Report: &rep}, nil
 }

@@ -218,6 +218,47 @@ type ComplexityRoot struct {
 		Node   func(childComplexity int) int
 	}
 
+	FlowProblem struct {
+		Code    func(childComplexity int) int
+		Message func(childComplexity int) int
+		NodeID  func(childComplexity int) int
+	}
+
+	FlowReport struct {
+		Description     func(childComplexity int) int
+		Errors          func(childComplexity int) int
+		Format          func(childComplexity int) int
+		GlobalVariables func(childComplexity int) int
+		Info            func(childComplexity int) int
+		Name            func(childComplexity int) int
+		Secrets         func(childComplexity int) int
+		Stats           func(childComplexity int) int
+		Valid           func(childComplexity int) int
+		Warnings        func(childComplexity int) int
+	}
+
+	FlowSecret struct {
+		Field   func(childComplexity int) int
+		Kind    func(childComplexity int) int
+		NodeID  func(childComplexity int) int
+		Preview func(childComplexity int) int
+	}
+
+	FlowStats struct {
+		Edges     func(childComplexity int) int
+		HasCycles func(childComplexity int) int
+		Inputs    func(childComplexity int) int
+		Nodes     func(childComplexity int) int
+		Notes     func(childComplexity int) int
+		Outputs   func(childComplexity int) int
+		Subgraphs func(childComplexity int) int
+	}
+
+	ImportFlowPayload struct {
+		Flow   func(childComplexity int) int
+		Report func(childComplexity int) int
+	}
+
 	Membership struct {
 		CreatedAt func(childComplexity int) int
 		Email     func(childComplexity int) int
@@ -248,6 +289,7 @@ type ComplexityRoot struct {
 		CreatePlan         func(childComplexity int, agentID pulid.ID, input ent.CreatePlanInput) int
 		CreateSubscription func(childComplexity int, input model.CreateSubscriptionInput) int
 		DeprovisionFlow    func(childComplexity int, id pulid.ID) int
+		ImportFlow         func(childComplexity int, agentID pulid.ID, definition string) int
 		ProvisionFlow      func(childComplexity int, id pulid.ID) int
 		PublishAgent       func(childComplexity int, id pulid.ID) int
 		RevokeKey          func(childComplexity int, id pulid.ID) int
@@ -256,6 +298,7 @@ type ComplexityRoot struct {
 		UpdateAgent        func(childComplexity int, id pulid.ID, input ent.UpdateAgentInput) int
 		UpdateAgentConfig  func(childComplexity int, id pulid.ID, input ent.UpdateAgentConfigInput) int
 		UpdatePlan         func(childComplexity int, id pulid.ID, input ent.UpdatePlanInput) int
+		ValidateFlow       func(childComplexity int, definition string) int
 	}
 
 	PageInfo struct {
@@ -1301,6 +1344,167 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.FlowEdge.Node(childComplexity), true
 
+	case "FlowProblem.code":
+		if e.ComplexityRoot.FlowProblem.Code == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowProblem.Code(childComplexity), true
+	case "FlowProblem.message":
+		if e.ComplexityRoot.FlowProblem.Message == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowProblem.Message(childComplexity), true
+	case "FlowProblem.nodeID":
+		if e.ComplexityRoot.FlowProblem.NodeID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowProblem.NodeID(childComplexity), true
+
+	case "FlowReport.description":
+		if e.ComplexityRoot.FlowReport.Description == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowReport.Description(childComplexity), true
+	case "FlowReport.errors":
+		if e.ComplexityRoot.FlowReport.Errors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowReport.Errors(childComplexity), true
+	case "FlowReport.format":
+		if e.ComplexityRoot.FlowReport.Format == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowReport.Format(childComplexity), true
+	case "FlowReport.globalVariables":
+		if e.ComplexityRoot.FlowReport.GlobalVariables == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowReport.GlobalVariables(childComplexity), true
+	case "FlowReport.info":
+		if e.ComplexityRoot.FlowReport.Info == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowReport.Info(childComplexity), true
+	case "FlowReport.name":
+		if e.ComplexityRoot.FlowReport.Name == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowReport.Name(childComplexity), true
+	case "FlowReport.secrets":
+		if e.ComplexityRoot.FlowReport.Secrets == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowReport.Secrets(childComplexity), true
+	case "FlowReport.stats":
+		if e.ComplexityRoot.FlowReport.Stats == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowReport.Stats(childComplexity), true
+	case "FlowReport.valid":
+		if e.ComplexityRoot.FlowReport.Valid == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowReport.Valid(childComplexity), true
+	case "FlowReport.warnings":
+		if e.ComplexityRoot.FlowReport.Warnings == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowReport.Warnings(childComplexity), true
+
+	case "FlowSecret.field":
+		if e.ComplexityRoot.FlowSecret.Field == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowSecret.Field(childComplexity), true
+	case "FlowSecret.kind":
+		if e.ComplexityRoot.FlowSecret.Kind == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowSecret.Kind(childComplexity), true
+	case "FlowSecret.nodeID":
+		if e.ComplexityRoot.FlowSecret.NodeID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowSecret.NodeID(childComplexity), true
+	case "FlowSecret.preview":
+		if e.ComplexityRoot.FlowSecret.Preview == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowSecret.Preview(childComplexity), true
+
+	case "FlowStats.edges":
+		if e.ComplexityRoot.FlowStats.Edges == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowStats.Edges(childComplexity), true
+	case "FlowStats.hasCycles":
+		if e.ComplexityRoot.FlowStats.HasCycles == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowStats.HasCycles(childComplexity), true
+	case "FlowStats.inputs":
+		if e.ComplexityRoot.FlowStats.Inputs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowStats.Inputs(childComplexity), true
+	case "FlowStats.nodes":
+		if e.ComplexityRoot.FlowStats.Nodes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowStats.Nodes(childComplexity), true
+	case "FlowStats.notes":
+		if e.ComplexityRoot.FlowStats.Notes == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowStats.Notes(childComplexity), true
+	case "FlowStats.outputs":
+		if e.ComplexityRoot.FlowStats.Outputs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowStats.Outputs(childComplexity), true
+	case "FlowStats.subgraphs":
+		if e.ComplexityRoot.FlowStats.Subgraphs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.FlowStats.Subgraphs(childComplexity), true
+
+	case "ImportFlowPayload.flow":
+		if e.ComplexityRoot.ImportFlowPayload.Flow == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ImportFlowPayload.Flow(childComplexity), true
+	case "ImportFlowPayload.report":
+		if e.ComplexityRoot.ImportFlowPayload.Report == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ImportFlowPayload.Report(childComplexity), true
+
 	case "Membership.createdAt":
 		if e.ComplexityRoot.Membership.CreatedAt == nil {
 			break
@@ -1459,6 +1663,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeprovisionFlow(childComplexity, args["id"].(pulid.ID)), true
+	case "Mutation.importFlow":
+		if e.ComplexityRoot.Mutation.ImportFlow == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_importFlow_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ImportFlow(childComplexity, args["agentID"].(pulid.ID), args["definition"].(string)), true
 	case "Mutation.provisionFlow":
 		if e.ComplexityRoot.Mutation.ProvisionFlow == nil {
 			break
@@ -1547,6 +1762,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdatePlan(childComplexity, args["id"].(pulid.ID), args["input"].(ent.UpdatePlanInput)), true
+	case "Mutation.validateFlow":
+		if e.ComplexityRoot.Mutation.ValidateFlow == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_validateFlow_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.ValidateFlow(childComplexity, args["definition"].(string)), true
 
 	case "PageInfo.endCursor":
 		if e.ComplexityRoot.PageInfo.EndCursor == nil {
@@ -6448,6 +6674,65 @@ input WebhookEventWhereInput {
   processedAtNotNil: Boolean
 }
 `, BuiltIn: false},
+	{Name: "../schema/flows.graphqls", Input: `# Importing Langflow exports: a report of what was found, and a stored version with the
+# secrets taken out.
+
+type FlowProblem {
+  "Stable code, e.g. LANGFLOW_0X_EXPORT, EDGE_TO_MISSING_NODE, NO_INPUT_NODE, CUSTOM_CODE."
+  code: String!
+  message: String!
+  nodeID: String!
+}
+
+"A secret found in the export. Never the value: a preview such as sk-…(51 chars)."
+type FlowSecret {
+  nodeID: String!
+  field: String!
+  "password_field, api_key_in_code, mcp_header or mcp_env."
+  kind: String!
+  preview: String!
+}
+
+type FlowStats {
+  nodes: Int!
+  notes: Int!
+  edges: Int!
+  inputs: Int!
+  outputs: Int!
+  subgraphs: Int!
+  hasCycles: Boolean!
+}
+
+type FlowReport {
+  "False when the export cannot be imported; errors say why."
+  valid: Boolean!
+  "1.x, 0.x or unknown."
+  format: String!
+  name: String!
+  description: String!
+  errors: [FlowProblem!]!
+  warnings: [FlowProblem!]!
+  info: [FlowProblem!]!
+  "Secrets that importing removes."
+  secrets: [FlowSecret!]!
+  "Langflow global variables the flow needs on the runtime (load_from_db fields)."
+  globalVariables: [String!]!
+  stats: FlowStats!
+}
+
+type ImportFlowPayload {
+  "The stored version; null when the export was rejected."
+  flow: Flow
+  report: FlowReport!
+}
+
+extend type Mutation {
+  "Check a Langflow export (JSON text) without saving it."
+  validateFlow(definition: String!): FlowReport! @hasRole(role: PROVIDER)
+  "Store a Langflow export as the agent's next flow version, secrets removed."
+  importFlow(agentID: ID!, definition: String!): ImportFlowPayload! @hasRole(role: PROVIDER)
+}
+`, BuiltIn: false},
 	{Name: "../schema/mutations.graphqls", Input: `# The portal's mutations. Every mutation runs with the caller's privacy: a tenant's rows
 # are written only by its members holding the matching role (see ent/schema/privacy.go),
 # and ids of another tenant's rows are simply not found.
@@ -6957,6 +7242,88 @@ func (ec *executionContext) childFields_FlowEdge(ctx context.Context, field grap
 		return ec.fieldContext_FlowEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type FlowEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_FlowProblem(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "code":
+		return ec.fieldContext_FlowProblem_code(ctx, field)
+	case "message":
+		return ec.fieldContext_FlowProblem_message(ctx, field)
+	case "nodeID":
+		return ec.fieldContext_FlowProblem_nodeID(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type FlowProblem", field.Name)
+}
+
+func (ec *executionContext) childFields_FlowReport(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "valid":
+		return ec.fieldContext_FlowReport_valid(ctx, field)
+	case "format":
+		return ec.fieldContext_FlowReport_format(ctx, field)
+	case "name":
+		return ec.fieldContext_FlowReport_name(ctx, field)
+	case "description":
+		return ec.fieldContext_FlowReport_description(ctx, field)
+	case "errors":
+		return ec.fieldContext_FlowReport_errors(ctx, field)
+	case "warnings":
+		return ec.fieldContext_FlowReport_warnings(ctx, field)
+	case "info":
+		return ec.fieldContext_FlowReport_info(ctx, field)
+	case "secrets":
+		return ec.fieldContext_FlowReport_secrets(ctx, field)
+	case "globalVariables":
+		return ec.fieldContext_FlowReport_globalVariables(ctx, field)
+	case "stats":
+		return ec.fieldContext_FlowReport_stats(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type FlowReport", field.Name)
+}
+
+func (ec *executionContext) childFields_FlowSecret(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "nodeID":
+		return ec.fieldContext_FlowSecret_nodeID(ctx, field)
+	case "field":
+		return ec.fieldContext_FlowSecret_field(ctx, field)
+	case "kind":
+		return ec.fieldContext_FlowSecret_kind(ctx, field)
+	case "preview":
+		return ec.fieldContext_FlowSecret_preview(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type FlowSecret", field.Name)
+}
+
+func (ec *executionContext) childFields_FlowStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "nodes":
+		return ec.fieldContext_FlowStats_nodes(ctx, field)
+	case "notes":
+		return ec.fieldContext_FlowStats_notes(ctx, field)
+	case "edges":
+		return ec.fieldContext_FlowStats_edges(ctx, field)
+	case "inputs":
+		return ec.fieldContext_FlowStats_inputs(ctx, field)
+	case "outputs":
+		return ec.fieldContext_FlowStats_outputs(ctx, field)
+	case "subgraphs":
+		return ec.fieldContext_FlowStats_subgraphs(ctx, field)
+	case "hasCycles":
+		return ec.fieldContext_FlowStats_hasCycles(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type FlowStats", field.Name)
+}
+
+func (ec *executionContext) childFields_ImportFlowPayload(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "flow":
+		return ec.fieldContext_ImportFlowPayload_flow(ctx, field)
+	case "report":
+		return ec.fieldContext_ImportFlowPayload_report(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ImportFlowPayload", field.Name)
 }
 
 func (ec *executionContext) childFields_Membership(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

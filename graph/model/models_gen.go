@@ -13,6 +13,7 @@ import (
 	"github.com/gsvdev/agentregistry/ent/apikey"
 	"github.com/gsvdev/agentregistry/ent/membership"
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/internal/langflow/flowcheck"
 )
 
 type CreateKeyInput struct {
@@ -35,6 +36,12 @@ type CreateSubscriptionInput struct {
 	TenantID  pulid.ID  `json:"tenantID"`
 	PlanID    pulid.ID  `json:"planID"`
 	ProjectID *pulid.ID `json:"projectID,omitempty"`
+}
+
+type ImportFlowPayload struct {
+	// The stored version; null when the export was rejected.
+	Flow   *ent.Flow         `json:"flow,omitempty"`
+	Report *flowcheck.Report `json:"report"`
 }
 
 // What to watch. A buyer names one of its tenants (tenantID); a provider names one of its
