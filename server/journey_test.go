@@ -115,7 +115,9 @@ func TestProviderAndBuyerJourneys(t *testing.T) {
 		}
 	}
 
-	var pv struct{ ProvisionFlow struct{ RuntimeStatus string } }
+	var pv struct {
+		ProvisionFlow struct{ RuntimeStatus string }
+	}
 	gqlOK(t, base, prov, `mutation($f: ID!) { provisionFlow(id: $f) { runtimeStatus } }`, map[string]any{"f": lastFlow}, &pv)
 	if pv.ProvisionFlow.RuntimeStatus != "provisioned" {
 		t.Fatalf("provision: %+v", pv)
