@@ -313,6 +313,46 @@ func isConnRefused(err error) bool { return errors.Is(err, syscall.ECONNREFUSED)
 // which refuses it as promptly as ECONNREFUSED.
 func isConnReset(err error) bool { return errors.Is(err, syscall.ECONNRESET) }
 
+// serveSetup prepares a serve process: it returns its env and args, a key that invokes
+// (read once the process runs), and the database to look usage records up in once the
+// process is gone.
+type serveSetup func(t *testing.T, dir, addr, langflowURL string) (env map[string]string, args []string, key func(*proc) string, usageDB func() (*database.DB, error))
+
+// serveSetups: production mode on PostgreSQL (seeded, key from the CLI) and dev mode on
+// SQLite (key from the banner).
+var serveSetups = []struct {
+	name  string
+	setup serveSetup
+}{
+	{"postgres", func(t *testing.T, dir, addr, lf string) (map[string]string, []string, func(*proc) string, func() (*database.DB, error)) {
+		dsn := postgresDB(t)
+		env := with(prodEnv(t, dir, dsn, addr, lf), "MIGRATE_ON_START", "true")
+		out, errOut, code := runBin(t, dir, env, "seed")
+		if code != 0 {
+			t.Fatalf("seed exited %d: %s", code, errOut)
+		}
+		cfg := outputValue(t, out, "demo config id")
+		out, errOut, code = runBin(t, dir, env, "keys", "create", "--config", cfg, "--name", "shutdown")
+		if code != 0 {
+			t.Fatalf("keys create exited %d: %s", code, errOut)
+		}
+		key := outputValue(t, out, "key")
+		return env, []string{"serve"}, func(*proc) string { return key },
+			func() (*database.DB, error) {
+				return database.Open(context.Background(), "postgres", dsn, database.Options{})
+			}
+	}},
+	{"dev sqlite", func(t *testing.T, dir, addr, lf string) (map[string]string, []string, func(*proc) string, func() (*database.DB, error)) {
+		file := filepath.Join(dir, "data", "dev.db")
+		env := map[string]string{"ADDR": addr, "DATA_DIR": filepath.Join(dir, "data"), "DATABASE_URL": "sqlite:" + file,
+			"LANGFLOW_URL": lf}
+		return env, []string{"serve", "--dev"}, func(p *proc) string { return p.bannerLine("dev api key", 30*time.Second) },
+			func() (*database.DB, error) {
+				return database.Open(context.Background(), "sqlite", "file:"+file, database.Options{})
+			}
+	}},
+}
+
 // TestGracefulShutdown sends SIGTERM while an invoke is in flight: the invoke still
 // completes and is metered, new connections are refused at once, and the process exits 0
 // well within SHUTDOWN_TIMEOUT.
@@ -320,40 +360,7 @@ func TestGracefulShutdown(t *testing.T) {
 	t.Parallel()
 	const runtimeDelay = time.Second
 	const shutdownTimeout = 10 * time.Second
-	for _, tc := range []struct {
-		name string
-		// setup returns the env and args of serve, a key that invokes, and the database
-		// to look the usage record up in once the process is gone.
-		setup func(t *testing.T, dir, addr, langflowURL string) (env map[string]string, args []string, key func(*proc) string, usageDB func() (*database.DB, error))
-	}{
-		{"postgres", func(t *testing.T, dir, addr, lf string) (map[string]string, []string, func(*proc) string, func() (*database.DB, error)) {
-			dsn := postgresDB(t)
-			env := with(prodEnv(t, dir, dsn, addr, lf), "MIGRATE_ON_START", "true")
-			out, errOut, code := runBin(t, dir, env, "seed")
-			if code != 0 {
-				t.Fatalf("seed exited %d: %s", code, errOut)
-			}
-			cfg := outputValue(t, out, "demo config id")
-			out, errOut, code = runBin(t, dir, env, "keys", "create", "--config", cfg, "--name", "shutdown")
-			if code != 0 {
-				t.Fatalf("keys create exited %d: %s", code, errOut)
-			}
-			key := outputValue(t, out, "key")
-			return env, []string{"serve"}, func(*proc) string { return key },
-				func() (*database.DB, error) {
-					return database.Open(context.Background(), "postgres", dsn, database.Options{})
-				}
-		}},
-		{"dev sqlite", func(t *testing.T, dir, addr, lf string) (map[string]string, []string, func(*proc) string, func() (*database.DB, error)) {
-			file := filepath.Join(dir, "data", "dev.db")
-			env := map[string]string{"ADDR": addr, "DATA_DIR": filepath.Join(dir, "data"), "DATABASE_URL": "sqlite:" + file,
-				"LANGFLOW_URL": lf, "SHUTDOWN_TIMEOUT": shutdownTimeout.String()}
-			return env, []string{"serve", "--dev"}, func(p *proc) string { return p.bannerLine("dev api key", 30*time.Second) },
-				func() (*database.DB, error) {
-					return database.Open(context.Background(), "sqlite", "file:"+file, database.Options{})
-				}
-		}},
-	} {
+	for _, tc := range serveSetups {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			dir := t.TempDir()
@@ -398,7 +405,7 @@ func TestGracefulShutdown(t *testing.T) {
 					resp.Body.Close() // accepted before the signal was handled: try again
 					time.Sleep(10 * time.Millisecond)
 					continue
-				case isConnReset(err):
+				case isConnReset(err) || errors.Is(err, io.EOF):
 					continue // queued as the listener closed; the next dial must be refused
 				case !isConnRefused(err):
 					t.Fatalf("request after SIGTERM: %v, want connection refused", err)
@@ -455,6 +462,69 @@ func TestGracefulShutdown(t *testing.T) {
 			}
 			if status != http.StatusOK {
 				t.Errorf("usage record status %d, want 200", status)
+			}
+		})
+	}
+}
+
+// TestShutdownDeadline: a request that outlives SHUTDOWN_TIMEOUT does not keep the process
+// alive past it, and the call is still metered (every call is, failed ones included).
+func TestShutdownDeadline(t *testing.T) {
+	t.Parallel()
+	const shutdownTimeout = time.Second
+	for _, tc := range serveSetups {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			dir := t.TempDir()
+			addr := freeAddr(t)
+			rt, lf := echotest.Start(t, echoruntime.Options{})
+			env, args, keyOf, usageDB := tc.setup(t, dir, addr, lf.URL)
+			p := start(t, dir, with(env, "SHUTDOWN_TIMEOUT", shutdownTimeout.String()), args...)
+			key := keyOf(p)
+			p.waitReady(addr, 30*time.Second)
+			if r := invoke(addr, key); r.status != http.StatusOK {
+				t.Fatalf("warm-up invoke: %d %v", r.status, r.err)
+			}
+			rt.SetFault(echoruntime.Fault{PathPrefix: "/api/v1/run/", Delay: 20 * time.Second})
+			calls := rt.Calls()
+			res := make(chan invokeResult, 1)
+			go func() { res <- invoke(addr, key) }()
+			for deadline := time.Now().Add(5 * time.Second); rt.Calls() == calls; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the invoke never reached the runtime")
+				}
+			}
+			if err := p.cmd.Process.Signal(syscall.SIGTERM); err != nil {
+				t.Fatal(err)
+			}
+			signalled := time.Now()
+			code, ok := p.wait(shutdownTimeout + 5*time.Second)
+			if !ok {
+				t.Fatalf("still running %s after SIGTERM with SHUTDOWN_TIMEOUT=%s", shutdownTimeout+5*time.Second, shutdownTimeout)
+			}
+			exitAfter := p.exitedAt.Sub(signalled)
+			// The deadline covers the HTTP shutdown and the drains; allow for process exit.
+			if exitAfter > shutdownTimeout+time.Second {
+				t.Errorf("exited %s after SIGTERM, want about SHUTDOWN_TIMEOUT (%s)", exitAfter, shutdownTimeout)
+			}
+			r := <-res
+			t.Logf("%s: request outliving the deadline ended with (%d, %v); process exited with code %d %s after SIGTERM",
+				tc.name, r.status, r.err, code, exitAfter.Round(time.Millisecond))
+			if r.status == http.StatusOK {
+				t.Error("a request still waiting on the runtime was answered 200")
+			}
+
+			db, err := usageDB()
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			var n int
+			if err := db.SQL.QueryRow("SELECT COUNT(*) FROM usage_records").Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			if n != 2 {
+				t.Errorf("%d usage records, want 2: the warm-up and the call cut off by the shutdown deadline", n)
 			}
 		})
 	}
