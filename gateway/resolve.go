@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"maps"
 	"slices"
 	"sync"
@@ -70,21 +71,40 @@ func (t *Target) Active() bool { return t.SubscriptionStatus == string(subscript
 type EntResolverOptions struct {
 	// TTL is how long a resolved config is trusted (default 5s): short, because a
 	// suspended subscription or a new flow version must take effect without a restart,
-	// and Invalidate only reaches this replica.
+	// and Invalidate only reaches this replica. A config in use is reloaded in the
+	// background during the last fifth of its TTL, so calls do not wait for the database.
 	TTL time.Duration
+	// MaxStale is how long past its TTL the last good config is still served while
+	// reloading it fails or is slow (default 5m): a database outage or a slow query then
+	// costs known configs nothing, and a config that was never loaded still fails.
+	MaxStale time.Duration
+	// ReloadWait bounds how long a call for a known config whose TTL is over (one not
+	// used for a while) waits for its reload before it is answered from the stale entry
+	// (default 100ms); the reload goes on in the background.
+	ReloadWait time.Duration
 	// MaxEntries bounds the cache (default 10 000).
 	MaxEntries int
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// Logger receives failed reloads (default slog.Default()).
+	Logger *slog.Logger
 }
+
+// loadTimeout bounds one load; it is shared by every caller waiting for it.
+const loadTimeout = 5 * time.Second
 
 // EntResolver resolves configs from the database, as the system (the gateway has no
 // viewer; the key it verified names the config), and caches them in process.
 type EntResolver struct {
-	client *ent.Client
-	ttl    time.Duration
-	max    int
-	now    func() time.Time
+	client     *ent.Client
+	ttl        time.Duration
+	ahead      time.Duration // reload this long before expiry
+	retry      time.Duration // after a reload was started, wait this long before another
+	maxStale   time.Duration
+	reloadWait time.Duration
+	max        int
+	now        func() time.Time
+	log        *slog.Logger
 
 	group singleflight.Group
 	mu    sync.Mutex
@@ -98,6 +118,10 @@ type resolved struct {
 	target  Target
 	err     error // only ErrConfigNotFound is cached
 	expires time.Time
+	// refreshAt is when the next reload is due: ahead of expires after a load, and one
+	// retry interval after a reload was started (so a failing database is tried at that
+	// pace, not by every call).
+	refreshAt time.Time
 }
 
 // NewEntResolver returns a resolver reading through client.
@@ -108,46 +132,110 @@ func NewEntResolver(client *ent.Client, opts EntResolverOptions) *EntResolver {
 	if opts.TTL <= 0 {
 		opts.TTL = 5 * time.Second
 	}
+	if opts.MaxStale <= 0 {
+		opts.MaxStale = 5 * time.Minute
+	}
+	if opts.ReloadWait <= 0 {
+		opts.ReloadWait = 100 * time.Millisecond
+	}
 	if opts.MaxEntries <= 0 {
 		opts.MaxEntries = 10_000
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
-	return &EntResolver{client: client, ttl: opts.TTL, max: opts.MaxEntries, now: opts.Now, cache: map[pulid.ID]resolved{}}
+	if opts.Logger == nil {
+		opts.Logger = slog.Default()
+	}
+	return &EntResolver{
+		client: client, ttl: opts.TTL, ahead: opts.TTL / 5, retry: opts.TTL / 5,
+		maxStale: opts.MaxStale, reloadWait: opts.ReloadWait, max: opts.MaxEntries,
+		now: opts.Now, log: opts.Logger, cache: map[pulid.ID]resolved{},
+	}
 }
 
-// Resolve implements Resolver: from the cache, or from the database once however many
-// calls miss at the same time.
+// Resolve implements Resolver. A cached config is answered at once, and reloaded in the
+// background when its TTL nears its end. Past its TTL, a config is reloaded (once however
+// many calls want it); if that fails or takes longer than ReloadWait, the last good
+// config is served, up to MaxStale past its TTL. A config never loaded (or not found last
+// time) waits for the database and fails with it.
 func (r *EntResolver) Resolve(ctx context.Context, configID pulid.ID) (Target, error) {
+	now := r.now()
 	r.mu.Lock()
 	e, ok := r.cache[configID]
 	gen := r.gen
-	r.mu.Unlock()
-	if ok && r.now().Before(e.expires) {
-		return e.target, e.err
+	due := ok && !now.Before(e.refreshAt)
+	if due {
+		// Claimed under the lock: one call per retry interval starts the reload.
+		e.refreshAt = now.Add(r.retry)
+		r.cache[configID] = e
 	}
-	ch := r.group.DoChan(string(configID), func() (any, error) {
-		// Not under any one caller's context: the load is shared by every waiter.
-		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-		defer cancel()
-		t, err := r.load(lctx, configID)
-		if err != nil && !errors.Is(err, ErrConfigNotFound) {
-			return nil, err
+	r.mu.Unlock()
+	switch {
+	case ok && now.Before(e.expires):
+		if due {
+			r.load(ctx, configID, gen)
 		}
-		r.put(configID, resolved{target: t, err: err, expires: r.now().Add(r.ttl)}, gen)
-		return resolved{target: t, err: err}, nil
-	})
+		return e.target, e.err
+	case ok && e.err == nil && now.Before(e.expires.Add(r.maxStale)):
+		if !due {
+			// A reload started less than a retry interval ago has not succeeded (yet).
+			return e.target, nil
+		}
+		return r.reloadOrStale(ctx, configID, gen, e.target)
+	}
 	select {
 	case <-ctx.Done():
 		return Target{}, ctx.Err()
-	case res := <-ch:
+	case res := <-r.load(ctx, configID, gen):
 		if res.Err != nil {
 			return Target{}, res.Err
 		}
 		v := res.Val.(resolved)
 		return v.target, v.err
 	}
+}
+
+// reloadOrStale reloads a known config whose TTL is over, waiting at most ReloadWait:
+// the fresh config if it comes in time, else the stale one.
+func (r *EntResolver) reloadOrStale(ctx context.Context, configID pulid.ID, gen uint64, stale Target) (Target, error) {
+	ch := r.load(ctx, configID, gen)
+	wait := time.NewTimer(r.reloadWait)
+	defer wait.Stop()
+	select {
+	case <-ctx.Done():
+		return Target{}, ctx.Err()
+	case res := <-ch:
+		if res.Err != nil {
+			return stale, nil // load logged it
+		}
+		v := res.Val.(resolved)
+		return v.target, v.err
+	case <-wait.C:
+		// The load carries on and fills the cache when (if) it succeeds.
+		return stale, nil
+	}
+}
+
+// load starts loading configID, or joins the load in flight; it does not wait. The
+// result is cached (a failure is not) and delivered on the channel, which needs no
+// reader.
+func (r *EntResolver) load(ctx context.Context, configID pulid.ID, gen uint64) <-chan singleflight.Result {
+	return r.group.DoChan(string(configID), func() (any, error) {
+		// Not under any one caller's context: the load is shared by every waiter, and a
+		// background reload outlives the call that started it.
+		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
+		defer cancel()
+		t, err := r.read(lctx, configID)
+		if err != nil && !errors.Is(err, ErrConfigNotFound) {
+			r.log.LogAttrs(lctx, slog.LevelWarn, "gateway: loading a config failed",
+				slog.String("config_id", string(configID)), slog.Any("error", err))
+			return nil, err
+		}
+		now := r.now()
+		r.put(configID, resolved{target: t, err: err, expires: now.Add(r.ttl), refreshAt: now.Add(r.ttl - r.ahead)}, gen)
+		return resolved{target: t, err: err}, nil
+	})
 }
 
 // Invalidate forgets a config, so that the next call reads it again (after the portal
@@ -169,7 +257,9 @@ func (r *EntResolver) put(id pulid.ID, e resolved, gen uint64) {
 	if _, exists := r.cache[id]; !exists && len(r.cache) >= r.max {
 		now := r.now()
 		for k, v := range r.cache {
-			if !now.Before(v.expires) {
+			// Stale entries still serve while reloads fail; only those past MaxStale are
+			// worth nothing.
+			if !now.Before(v.expires.Add(r.maxStale)) {
 				delete(r.cache, k)
 			}
 		}
@@ -183,9 +273,9 @@ func (r *EntResolver) put(id pulid.ID, e resolved, gen uint64) {
 	r.cache[id] = e
 }
 
-// load reads the config with its subscription and plan (one eager-loading query), then
+// read reads the config with its subscription and plan (one eager-loading query), then
 // the agent's latest provisioned flow (a second query).
-func (r *EntResolver) load(ctx context.Context, configID pulid.ID) (Target, error) {
+func (r *EntResolver) read(ctx context.Context, configID pulid.ID) (Target, error) {
 	// The key that named this config was verified: reading as the system leaks nothing,
 	// and the target is only used for that key's tenant.
 	ctx = auth.SystemContext(ctx)
