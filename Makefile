@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin/agentregistry
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run build generate check-generated test test-short bench bench-gateway bench-startup lint migration ci-deps
+.PHONY: run build generate check-generated test test-short bench bench-gateway bench-startup bench-subscriptions lint migration ci-deps
 
 run: ## run the service on embedded SQLite in dev mode (demo data, local token issuer)
 	$(GO) run ./cmd/agentregistry serve --dev
@@ -35,6 +35,14 @@ bench: ## Go micro-benchmarks (ratios against baselines are printed by the bench
 # nothing. BENCH_FLAGS="-duration 10s -concurrency 64 -rate 1000" are the defaults.
 bench-gateway:
 	$(GO) run ./loadtest/gateway $(BENCH_FLAGS)
+
+# usageStats subscriptions under invoke load: N subscriptions (mixed filters over 100
+# tenants) held on the real binary (scratch PostgreSQL as for bench-gateway) while invokes
+# run at a steady rate; prints delivery delay p50/p99, messages/s, RSS per subscriber and
+# the invoke p99 beside runs without subscribers. Asserts nothing.
+# BENCH_FLAGS="-subscribers 1000 -tenants 100 -rate 200 -duration 20s" are the defaults.
+bench-subscriptions:
+	$(GO) run ./loadtest/subscriptions $(BENCH_FLAGS)
 
 # Start-up time of serve --dev (exec to first 200 of /readyz) and idle RSS, median of 5.
 bench-startup:

@@ -24,15 +24,13 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"os/exec"
 	"os/signal"
 	"runtime"
-	"sort"
-	"strconv"
-	"strings"
 	"syscall"
 	"text/tabwriter"
 	"time"
+
+	h "github.com/gsvdev/agentregistry/loadtest/internal/harness"
 )
 
 func main() {
@@ -42,7 +40,7 @@ func main() {
 	duration := flag.Duration("duration", 10*time.Second, "length of each measured run")
 	concurrency := flag.Int("concurrency", 64, "closed-loop workers")
 	rate := flag.Int("rate", 1000, "open-loop requests per second")
-	dbURL := flag.String("db", envOr("BENCH_DATABASE_URL", os.Getenv("TEST_DATABASE_URL")), "PostgreSQL server URL; a scratch database is created and dropped")
+	dbURL := flag.String("db", h.EnvOr("BENCH_DATABASE_URL", os.Getenv("TEST_DATABASE_URL")), "PostgreSQL server URL; a scratch database is created and dropped")
 	runs := flag.Int("startup-runs", 5, "how many starts -role startup times")
 	flag.StringVar(&prebuilt, "bin", "", "use this agentregistry binary instead of building one (e.g. to keep it for perf symbols)")
 	flag.Parse()
@@ -50,7 +48,7 @@ func main() {
 	var err error
 	switch *role {
 	case "upstream", "proxy":
-		err = serveRole(*role, *upstream, *lifetime)
+		err = h.ServeRole(*role, *upstream, *lifetime)
 	case "startup":
 		err = benchStartup(*runs)
 	case "":
@@ -62,24 +60,6 @@ func main() {
 		fmt.Fprintln(os.Stderr, "loadtest/gateway:", err)
 		os.Exit(1)
 	}
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-// startRole re-executes this tool as a child role. lifetime caps the
-// child's life in case neither SIGTERM nor Pdeathsig reaches it.
-func startRole(role string, lifetime time.Duration, extra ...string) (*child, string, error) {
-	self, err := os.Executable()
-	if err != nil {
-		return nil, "", err
-	}
-	args := append([]string{"-role", role, "-lifetime", lifetime.String()}, extra...)
-	return startChild(role, exec.Command(self, args...), "listening ")
 }
 
 func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
@@ -101,45 +81,45 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 	}
 	defer os.RemoveAll(tmp)
 	fmt.Fprintln(os.Stderr, "building agentregistry…")
-	bin, err := buildService(ctx, tmp)
+	bin, err := h.BuildService(ctx, tmp, prebuilt)
 	if err != nil {
 		return err
 	}
 
-	up, upURL, err := startRole("upstream", lifetime)
+	up, upURL, err := h.StartRole("upstream", lifetime)
 	if err != nil {
 		return err
 	}
-	defer up.stop()
-	px, pxURL, err := startRole("proxy", lifetime, "-upstream", upURL)
+	defer up.Stop()
+	px, pxURL, err := h.StartRole("proxy", lifetime, "-upstream", upURL)
 	if err != nil {
 		return err
 	}
-	defer px.stop()
+	defer px.Stop()
 	fmt.Fprintln(os.Stderr, "preparing the scratch database and starting the service…")
 	svc, err := startService(ctx, bin, dbURL, upURL)
 	if err != nil {
 		return err
 	}
 	defer svc.close()
-	pid := svc.cmd.Process.Pid
+	pid := svc.Pid()
 
-	loadBefore := loadAvg()
+	loadBefore := h.LoadAvg()
 
 	// Idle: after /readyz, before any invoke; a moment for start-up garbage
 	// to settle so the figure is the resting footprint.
 	time.Sleep(time.Second)
-	idleRSS, idleErr := procStatusKB(pid, "VmRSS")
+	idleRSS, idleErr := h.ProcStatusKB(pid, "VmRSS")
 
-	gw := target{
-		name: "gateway",
-		url:  svc.base + "/api/agent-gateway/invoke/",
-		body: []byte(`{"input":"hello"}`),
-		header: http.Header{
-			"Authorization": {"Bearer " + svc.key},
+	gw := h.Target{
+		Name: "gateway",
+		URL:  svc.Base + "/api/agent-gateway/invoke/",
+		Body: []byte(`{"input":"hello"}`),
+		Header: http.Header{
+			"Authorization": {"Bearer " + svc.Key},
 			"Content-Type":  {"application/json"},
 		},
-		trackIDs: true,
+		TrackIDs: true,
 	}
 	// What the gateway itself sends Langflow for the same call (flow run
 	// with our session id), so the proxy forwards an equivalent body.
@@ -147,21 +127,21 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 		"input_value": "hello", "input_type": "chat", "output_type": "chat",
 		"session_id": "bench-session", "tweaks": map[string]any{},
 	})
-	bare := target{
-		name:   "bare proxy",
-		url:    pxURL + "/api/v1/run/x",
-		body:   lfBody,
-		header: http.Header{"Content-Type": {"application/json"}},
+	bare := h.Target{
+		Name:   "bare proxy",
+		URL:    pxURL + "/api/v1/run/x",
+		Body:   lfBody,
+		Header: http.Header{"Content-Type": {"application/json"}},
 	}
 
-	client := newClient(max(conc, 1024))
+	client := h.NewClient(max(conc, 1024))
 	gw2xx, gwLost := 0, 0
 	var gwIDs []string
-	count := func(r *result) *result {
-		if r.target == gw.name {
-			gw2xx += r.ok
-			gwLost += r.statuses[0]
-			gwIDs = append(gwIDs, r.ids...)
+	count := func(r *h.Result) *h.Result {
+		if r.Target == gw.Name {
+			gw2xx += r.OK
+			gwLost += r.Statuses[0]
+			gwIDs = append(gwIDs, r.IDs...)
 		}
 		return r
 	}
@@ -169,19 +149,19 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 	// Warm-up: connection pools, the key and config caches, the JIT-less
 	// but still real first-call costs (page faults, pool growth). Not shown.
 	warm := min(d, 2*time.Second)
-	for _, t := range []target{bare, gw} {
-		r := count(closedLoop(ctx, client, t, conc, warm))
-		if r.ok == 0 {
-			return fmt.Errorf("warm-up of %s: no 2xx answer (%s)", t.name, r.firstErr)
+	for _, t := range []h.Target{bare, gw} {
+		r := count(h.ClosedLoop(ctx, client, t, conc, warm))
+		if r.OK == 0 {
+			return fmt.Errorf("warm-up of %s: no 2xx answer (%s)", t.Name, r.FirstErr)
 		}
 	}
 
 	// Baseline, gateway, baseline again: the machine is noisy, and two
 	// baselines around the gateway show how much the floor moved meanwhile.
-	var results []*result
+	var results []*h.Result
 	probed, probeMissing := 0, 0
 	for _, mode := range []string{"closed", "open"} {
-		for _, t := range []target{bare, gw, bare} {
+		for _, t := range []h.Target{bare, gw, bare} {
 			if ctx.Err() != nil {
 				return ctx.Err()
 			}
@@ -189,7 +169,7 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 			// each 2xx it gets is already metered: a backed-up recorder is
 			// where answering before committing would show.
 			var probe chan [3]int
-			if t.name == gw.name {
+			if t.Name == gw.Name {
 				probe = make(chan [3]int, 1)
 				go func() {
 					c, m, err := svc.probeDurability(ctx, client, gw, d, 0)
@@ -199,11 +179,11 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 					probe <- [3]int{c, m}
 				}()
 			}
-			var r *result
+			var r *h.Result
 			if mode == "closed" {
-				r = closedLoop(ctx, client, t, conc, d)
+				r = h.ClosedLoop(ctx, client, t, conc, d)
 			} else {
-				r = openLoop(ctx, client, t, rate, d)
+				r = h.OpenLoop(ctx, client, []h.Target{t}, rate, d, nil)
 			}
 			if probe != nil {
 				p := <-probe
@@ -211,10 +191,10 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 				gw2xx += p[0] // the probe's answers are metered too
 			}
 			results = append(results, count(r))
-			fmt.Fprintf(os.Stderr, "  %-10s %-14s %8.0f req/s  p99 %s\n", r.target, r.mode, r.rps(), fmtDur(r.pct(99)))
+			fmt.Fprintf(os.Stderr, "  %-10s %-14s %8.0f req/s  p99 %s\n", r.Target, r.Mode, r.RPS(), h.FmtDur(r.Pct(99)))
 		}
 	}
-	peakRSS, peakErr := procStatusKB(pid, "VmHWM")
+	peakRSS, peakErr := h.ProcStatusKB(pid, "VmHWM")
 	// And once more at rest, one call at a time.
 	if c, m, err := svc.probeDurability(ctx, client, gw, 30*time.Second, 200); err != nil {
 		fmt.Fprintln(os.Stderr, "durability probe:", err)
@@ -227,15 +207,15 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 	printTable(results)
 	fmt.Println()
 	fmt.Printf("machine: %d CPUs, load average before %s, after %s (other work on the machine skews every figure)\n",
-		runtime.NumCPU(), loadBefore, loadAvg())
-	closedGW, closedBare := results[1], []*result{results[0], results[2]}
+		runtime.NumCPU(), loadBefore, h.LoadAvg())
+	closedGW, closedBare := results[1], []*h.Result{results[0], results[2]}
 	openGW := results[4]
-	bareRPS := (closedBare[0].rps() + closedBare[1].rps()) / 2
+	bareRPS := (closedBare[0].RPS() + closedBare[1].RPS()) / 2
 	fmt.Printf("ratio gateway/bare (throughput, closed loop): %.2f  (vs bare run 1: %.2f, run 2: %.2f)\n",
-		closedGW.rps()/bareRPS, closedGW.rps()/closedBare[0].rps(), closedGW.rps()/closedBare[1].rps())
-	fmt.Printf("gateway p99 at %d req/s: %s  (bare: %s, %s)\n", rate, fmtDur(openGW.pct(99)),
-		fmtDur(results[3].pct(99)), fmtDur(results[5].pct(99)))
-	fmt.Printf("service RSS: idle before load %s, peak (VmHWM) %s\n", fmtKB(idleRSS, idleErr), fmtKB(peakRSS, peakErr))
+		closedGW.RPS()/bareRPS, closedGW.RPS()/closedBare[0].RPS(), closedGW.RPS()/closedBare[1].RPS())
+	fmt.Printf("gateway p99 at %d req/s: %s  (bare: %s, %s)\n", rate, h.FmtDur(openGW.Pct(99)),
+		h.FmtDur(results[3].Pct(99)), h.FmtDur(results[5].Pct(99)))
+	fmt.Printf("service RSS: idle before load %s, peak (VmHWM) %s\n", h.FmtKB(idleRSS, idleErr), h.FmtKB(peakRSS, peakErr))
 	switch {
 	case rowsErr != nil:
 		fmt.Printf("usage_records: %v\n", rowsErr)
@@ -263,64 +243,19 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 	}
 	fmt.Printf("durability probe: %d 2xx answers looked up the moment they arrived (under load and at rest): %s\n", probed, probeVerdict)
 	for _, r := range results {
-		if r.errs > 0 {
-			fmt.Printf("errors in %s %s: %d (dropped %d), statuses %v, first: %s\n", r.target, r.mode, r.errs, r.dropped, r.statuses, r.firstErr)
+		if r.Errs > 0 {
+			fmt.Printf("errors in %s %s: %d (dropped %d), statuses %v, first: %s\n", r.Target, r.Mode, r.Errs, r.Dropped, r.Statuses, r.FirstErr)
 		}
 	}
 	return nil
 }
 
-func printTable(results []*result) {
+func printTable(results []*h.Result) {
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
 	fmt.Fprintln(tw, "target\tmode\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\t")
 	for _, r := range results {
-		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t\n", r.target, r.mode, r.ok+r.errs, r.errs, r.rps(),
-			fmtDur(r.pct(50)), fmtDur(r.pct(90)), fmtDur(r.pct(99)), fmtDur(r.pct(100)))
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t\n", r.Target, r.Mode, r.OK+r.Errs, r.Errs, r.RPS(),
+			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)))
 	}
 	tw.Flush()
-}
-
-func fmtDur(d time.Duration) string {
-	switch {
-	case d >= time.Second:
-		return fmt.Sprintf("%.2fs", d.Seconds())
-	case d >= time.Millisecond:
-		return fmt.Sprintf("%.2fms", float64(d)/float64(time.Millisecond))
-	default:
-		return fmt.Sprintf("%dµs", d.Microseconds())
-	}
-}
-
-func fmtKB(kb int64, err error) string {
-	if err != nil {
-		return "n/a (" + err.Error() + ")"
-	}
-	return strconv.FormatFloat(float64(kb)/1024, 'f', 1, 64) + " MiB"
-}
-
-// median of a copy of ds.
-func median(ds []time.Duration) time.Duration {
-	s := append([]time.Duration(nil), ds...)
-	sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
-	if len(s) == 0 {
-		return 0
-	}
-	if len(s)%2 == 1 {
-		return s[len(s)/2]
-	}
-	return (s[len(s)/2-1] + s[len(s)/2]) / 2
-}
-
-// loadAvg is the 1-minute load average, printed so a reader can tell a
-// slow run from a busy machine.
-func loadAvg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "n/a"
-	}
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return "n/a"
-	}
-	return f[0]
 }

@@ -9,6 +9,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"time"
+
+	h "github.com/gsvdev/agentregistry/loadtest/internal/harness"
 )
 
 // benchStartup times `agentregistry serve --dev` from exec to the first 200
@@ -27,7 +29,7 @@ func benchStartup(runs int) error {
 	}
 	defer os.RemoveAll(tmp)
 	fmt.Fprintln(os.Stderr, "building agentregistry…")
-	bin, err := buildService(ctx, tmp)
+	bin, err := h.BuildService(ctx, tmp, prebuilt)
 	if err != nil {
 		return err
 	}
@@ -37,36 +39,47 @@ func benchStartup(runs int) error {
 		if ctx.Err() != nil {
 			return ctx.Err()
 		}
-		addr, err := freePort()
+		addr, err := h.FreePort()
 		if err != nil {
 			return err
 		}
 		cmd := exec.Command(bin, "serve", "--dev")
-		cmd.Env = serviceEnv(map[string]string{
+		cmd.Env = h.ServiceEnv(map[string]string{
 			"DATA_DIR":     filepath.Join(tmp, fmt.Sprintf("data%d", i)),
 			"DATABASE_URL": "sqlite:" + filepath.Join(tmp, fmt.Sprintf("data%d", i), "agentregistry.db"),
 			"ADDR":         addr,
 			"LOG_LEVEL":    "warn",
 		})
-		cmd.SysProcAttr = childAttr()
+		cmd.SysProcAttr = h.ChildAttr()
 		cmd.Stdout = nil // the dev banner (tokens, keys) is not wanted here
-		cmd.Stderr = &prefixWriter{name: "serve --dev", w: os.Stderr}
+		cmd.Stderr = &h.PrefixWriter{Name: "serve --dev", W: os.Stderr}
 		start := time.Now()
 		if err := cmd.Start(); err != nil {
 			return err
 		}
-		c := &child{name: "serve --dev", cmd: cmd, done: make(chan error, 1)}
-		go func() { c.done <- cmd.Wait(); close(c.done) }()
-		_, err = waitReady(ctx, "http://"+addr+"/readyz", 60*time.Second)
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		// stop is harness.Child.Stop for a child started without a ready line: SIGTERM,
+		// then a kill after 30s.
+		stop := func() {
+			_ = cmd.Process.Signal(syscall.SIGTERM)
+			select {
+			case <-done:
+			case <-time.After(30 * time.Second):
+				_ = cmd.Process.Kill()
+				<-done
+			}
+		}
+		_, err = h.WaitReady(ctx, "http://"+addr+"/readyz", 60*time.Second)
 		took := time.Since(start) // from just before exec, not from the first poll
 		if err != nil {
-			c.stop()
+			stop()
 			return err
 		}
 		time.Sleep(2 * time.Second)
-		kb, rerr := procStatusKB(cmd.Process.Pid, "VmRSS")
-		c.stop()
-		fmt.Printf("run %d: ready in %s, idle RSS %s\n", i+1, fmtDur(took), fmtKB(kb, rerr))
+		kb, rerr := h.ProcStatusKB(cmd.Process.Pid, "VmRSS")
+		stop()
+		fmt.Printf("run %d: ready in %s, idle RSS %s\n", i+1, h.FmtDur(took), h.FmtKB(kb, rerr))
 		ready = append(ready, took)
 		if rerr == nil {
 			rss = append(rss, kb)
@@ -76,6 +89,6 @@ func benchStartup(runs int) error {
 	for i, v := range rss {
 		rssD[i] = time.Duration(v)
 	}
-	fmt.Printf("median of %d: ready in %s, idle RSS %s\n", runs, fmtDur(median(ready)), fmtKB(int64(median(rssD)), nil))
+	fmt.Printf("median of %d: ready in %s, idle RSS %s\n", runs, h.FmtDur(h.Median(ready)), h.FmtKB(int64(h.Median(rssD)), nil))
 	return nil
 }

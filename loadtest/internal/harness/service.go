@@ -1,0 +1,233 @@
+package harness
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/gsvdev/agentregistry/internal/database/dbtest"
+	"github.com/gsvdev/agentregistry/server"
+)
+
+// BuildService compiles the real binary (not `go run`, whose wrapper process would own
+// a different pid and RSS) into dir, or returns prebuilt when it is set (a binary kept
+// for perf symbols, say).
+func BuildService(ctx context.Context, dir, prebuilt string) (string, error) {
+	if prebuilt != "" {
+		return prebuilt, nil
+	}
+	bin := filepath.Join(dir, "agentregistry")
+	cmd := exec.CommandContext(ctx, "go", "build", "-o", bin, "github.com/gsvdev/agentregistry/cmd/agentregistry")
+	cmd.Stdout, cmd.Stderr = os.Stderr, os.Stderr
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("go build: %w", err)
+	}
+	return bin, nil
+}
+
+// ServiceEnv is the inherited environment minus every variable the service reads
+// (server.ConfigVars), plus set: a DEV=true or REDIS_URL in the caller's shell must not
+// change what is measured.
+func ServiceEnv(set map[string]string) []string {
+	drop := map[string]bool{}
+	for _, v := range server.ConfigVars() {
+		drop[v.Name] = true
+	}
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); !drop[k] {
+			env = append(env, kv)
+		}
+	}
+	for k, v := range set {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// RunTool runs a one-shot subcommand and returns the first submatch of re in its stdout.
+func RunTool(ctx context.Context, bin string, env []string, re *regexp.Regexp, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, bin, args...)
+	cmd.Env = env
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	if err := cmd.Run(); err != nil {
+		return "", fmt.Errorf("agentregistry %s: %w\n%s", strings.Join(args, " "), err, errb.String())
+	}
+	if re == nil {
+		return "", nil
+	}
+	m := re.FindStringSubmatch(out.String())
+	if m == nil {
+		return "", fmt.Errorf("agentregistry %s: no %s in output:\n%s", strings.Join(args, " "), re, out.String())
+	}
+	return m[1], nil
+}
+
+// FreePort asks the kernel for an unused loopback port. Another process could take it
+// before the service binds; on a benchmark machine that race is acceptable, and the
+// service would fail loudly.
+func FreePort() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// ServiceOptions say what StartService prepares.
+type ServiceOptions struct {
+	Bin      string // the agentregistry binary
+	DBURL    string // PostgreSQL server URL; a scratch database is created and dropped
+	Upstream string // LANGFLOW_URL
+	// Env overrides or adds service environment variables.
+	Env map[string]string
+	// Prepare runs after migrate, seed, the lifted plan limits and the first key, and
+	// before serve: a tool's own rows (tenants, more keys) go here.
+	Prepare func(ctx context.Context, s *Service) error
+}
+
+// Service is the running agentregistry under test and what it needs.
+type Service struct {
+	*Child
+	Base     string // http://host:port
+	Key      string // a secret key of the demo config
+	ConfigID string // the demo config
+	DB       *sql.DB
+	DSN      string            // the scratch database
+	EnvVars  map[string]string // what the service was started with (besides the inherited environment)
+	Env      []string
+	drop     func()
+}
+
+var (
+	configRE = regexp.MustCompile(`(?m)^demo config id: (\S+)`)
+	keyRE    = regexp.MustCompile(`(?m)^key: (\S+)`)
+)
+
+// StartService prepares a scratch database (migrate, seed, plan limits lifted, one key,
+// then opts.Prepare) and starts `agentregistry serve` against opts.Upstream in
+// production mode (PostgreSQL, durable metering).
+func StartService(ctx context.Context, opts ServiceOptions) (_ *Service, err error) {
+	dsn, drop, err := dbtest.CreatePostgresDatabase(ctx, opts.DBURL, "bench")
+	if err != nil {
+		return nil, err
+	}
+	s := &Service{drop: drop, DSN: dsn}
+	defer func() {
+		if err != nil {
+			s.Close()
+		}
+	}()
+	secret := make([]byte, 32)
+	_, _ = rand.Read(secret)
+	addr, err := FreePort()
+	if err != nil {
+		return nil, err
+	}
+	s.EnvVars = map[string]string{
+		"DATABASE_URL":        dsn,
+		"ADDR":                addr,
+		"LANGFLOW_URL":        opts.Upstream,
+		"APIKEY_SIGNING_KEYS": "bench:" + hex.EncodeToString(secret),
+		// Required by the config; a tool that uses the portal points it at its own
+		// issuer. Port 9 (discard) on loopback so nothing is ever reached otherwise.
+		"OIDC_ISSUER": "http://127.0.0.1:9/realms/bench",
+		"LOG_LEVEL":   "warn",
+	}
+	maps.Copy(s.EnvVars, opts.Env)
+	s.Env = ServiceEnv(s.EnvVars)
+	if _, err = RunTool(ctx, opts.Bin, s.Env, nil, "migrate"); err != nil {
+		return nil, err
+	}
+	if s.ConfigID, err = RunTool(ctx, opts.Bin, s.Env, configRE, "seed"); err != nil {
+		return nil, err
+	}
+	// database/sql's "postgres" driver is registered by internal/database, which dbtest
+	// imports.
+	if s.DB, err = sql.Open("postgres", dsn); err != nil {
+		return nil, err
+	}
+	// 0 is "no limit" for all four (gateway/invoke.go: rpm and quota): the benchmarks
+	// measure the invoke path, not the limiter's 429s.
+	res, err := s.DB.ExecContext(ctx, `UPDATE plans SET rpm_per_key = 0, rpm_per_tenant = 0, requests_per_month = 0, tokens_per_month = 0`)
+	if err != nil {
+		return nil, fmt.Errorf("lift plan limits: %w", err)
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return nil, fmt.Errorf("lift plan limits: the seed wrote no plan")
+	}
+	if s.Key, err = RunTool(ctx, opts.Bin, s.Env, keyRE, "keys", "create", "--config", s.ConfigID, "--name", "bench"); err != nil {
+		return nil, err
+	}
+	if opts.Prepare != nil {
+		if err = opts.Prepare(ctx, s); err != nil {
+			return nil, err
+		}
+	}
+	cmd := exec.Command(opts.Bin, "serve")
+	cmd.Env = s.Env
+	if s.Child, _, err = StartChild("service", cmd, "agentregistry listening on "); err != nil {
+		return nil, err
+	}
+	s.Base = "http://" + addr
+	if _, err = WaitReady(ctx, s.Base+"/readyz", 60*time.Second); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Getenv reads the service's configuration as the service sees it (for
+// server.LoadConfig in a Prepare).
+func (s *Service) Getenv(k string) string {
+	if v, ok := s.EnvVars[k]; ok {
+		return v
+	}
+	return ""
+}
+
+// Close stops the service and drops its database.
+func (s *Service) Close() {
+	s.Child.Stop()
+	if s.DB != nil {
+		s.DB.Close()
+	}
+	if s.drop != nil {
+		s.drop()
+	}
+}
+
+// WaitReady polls url every 5ms until it answers 200 and returns how long that took; it
+// gives up after limit.
+func WaitReady(ctx context.Context, url string, limit time.Duration) (time.Duration, error) {
+	c := NewClient(1)
+	c.Timeout = time.Second
+	start := time.Now()
+	for time.Since(start) < limit {
+		if ctx.Err() != nil {
+			return 0, ctx.Err()
+		}
+		resp, err := c.Get(url)
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return time.Since(start), nil
+			}
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return 0, fmt.Errorf("%s not ready within %s", url, limit)
+}

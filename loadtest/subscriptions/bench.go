@@ -1,0 +1,490 @@
+package main
+
+import (
+	"context"
+	"encoding/gob"
+	"encoding/json"
+	"fmt"
+	"math"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"syscall"
+	"text/tabwriter"
+	"time"
+
+	"github.com/gsvdev/agentregistry/internal/auth"
+	h "github.com/gsvdev/agentregistry/loadtest/internal/harness"
+)
+
+type options struct {
+	subscribers, tenants, rate int
+	duration                   time.Duration
+	providerShare, configShare float64
+	dbURL, bin                 string
+	hold                       bool
+}
+
+// planned is one subscription of the plan: whose calls it should see.
+type planned struct {
+	tenant int // -1: provider-wide (every call)
+	kind   string
+}
+
+// call is one 2xx invoke of the loaded run.
+type call struct {
+	id       string
+	answered int64 // Unix ns
+}
+
+func bench(o options) error {
+	switch {
+	case o.dbURL == "":
+		return fmt.Errorf("no PostgreSQL: set BENCH_DATABASE_URL or TEST_DATABASE_URL, or pass -db")
+	case o.subscribers <= 0 || o.tenants <= 0 || o.rate <= 0 || o.duration <= 0:
+		return fmt.Errorf("-subscribers, -tenants, -rate and -duration must be positive")
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	// Before any child starts: they inherit it, the service included.
+	fdLimit, fdErr := h.RaiseFileLimit()
+	// 3 measured runs, a warm-up, opening the subscriptions, setup and teardown.
+	lifetime := 5*o.duration + 15*time.Minute
+
+	tmp, err := os.MkdirTemp("", "bench-subscriptions-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	fmt.Fprintln(os.Stderr, "building agentregistry…")
+	bin, err := h.BuildService(ctx, tmp, o.bin)
+	if err != nil {
+		return err
+	}
+	up, upURL, err := h.StartRole("upstream", lifetime)
+	if err != nil {
+		return err
+	}
+	defer up.Stop()
+	iss, err := startIssuer()
+	if err != nil {
+		return err
+	}
+	defer iss.close()
+
+	// The plan: provider-wide subscriptions first, the rest spread round-robin over the
+	// tenants, every configShare-th of those also naming the tenant's config.
+	nProv := 0
+	if o.providerShare > 0 {
+		nProv = max(1, int(math.Round(float64(o.subscribers)*o.providerShare)))
+	}
+	nProv = min(nProv, o.subscribers)
+	plan := make([]planned, o.subscribers)
+	perTenant := make([]int, o.tenants)
+	cfgEvery := 0
+	if o.configShare > 0 {
+		cfgEvery = max(1, int(math.Round(1/o.configShare)))
+	}
+	for i := range plan {
+		switch {
+		case i < nProv:
+			plan[i] = planned{tenant: -1, kind: "provider"}
+		default:
+			k := i - nProv
+			t := k % o.tenants
+			plan[i] = planned{tenant: t, kind: "tenant"}
+			if cfgEvery > 0 && (k/o.tenants)%cfgEvery == cfgEvery-1 {
+				plan[i].kind = "config"
+			}
+			perTenant[t]++
+		}
+	}
+	buyerSubjects := subjectsFor(slicesMax(perTenant))
+	providerSubjects := 0
+	if nProv > 0 {
+		providerSubjects = subjectsFor(nProv)
+	}
+
+	fmt.Fprintf(os.Stderr, "preparing the scratch database (%d tenants) and starting the service…\n", o.tenants)
+	var w world
+	svc, err := h.StartService(ctx, h.ServiceOptions{
+		Bin: bin, DBURL: o.dbURL, Upstream: upURL,
+		Env: map[string]string{"OIDC_ISSUER": iss.URL(), "OIDC_TENANT_CLAIM": ""},
+		Prepare: func(ctx context.Context, s *h.Service) error {
+			return prepare(ctx, s, &w, o.tenants, buyerSubjects, providerSubjects)
+		},
+	})
+	if err != nil {
+		return err
+	}
+	defer svc.Close()
+	pid := svc.Pid()
+	loadBefore := h.LoadAvg()
+
+	targets := make([]h.Target, len(w.Tenants))
+	for i, t := range w.Tenants {
+		targets[i] = h.Target{
+			Name: "invoke",
+			URL:  svc.Base + "/api/agent-gateway/invoke/",
+			Body: []byte(`{"input":"hello"}`),
+			Header: http.Header{
+				"Authorization": {"Bearer " + t.Key},
+				"Content-Type":  {"application/json"},
+			},
+		}
+	}
+	client := h.NewClient(1024)
+
+	// Warm-up: every key verified and cached, pools grown. Not shown.
+	if r := h.OpenLoop(ctx, client, targets, o.rate, min(o.duration, 3*time.Second), nil); r.OK == 0 {
+		return fmt.Errorf("warm-up: no 2xx answer (%s)", r.FirstErr)
+	}
+	runs := []*run{}
+	measure := func(label string, onAnswer func(h.Answer)) *run {
+		cpu0, _ := h.CPUTime(pid)
+		t0 := time.Now()
+		r := h.OpenLoop(ctx, client, targets, o.rate, o.duration, onAnswer)
+		ru := &run{label: label, res: r, start: t0, end: time.Now()}
+		if cpu1, err := h.CPUTime(pid); err == nil {
+			ru.cores = (cpu1 - cpu0) / ru.end.Sub(t0).Seconds()
+		}
+		runs = append(runs, ru)
+		fmt.Fprintf(os.Stderr, "  %-36s %6.0f req/s  p99 %s  service CPU %.2f cores\n", label, r.RPS(), h.FmtDur(r.Pct(99)), ru.cores)
+		return ru
+	}
+	fmt.Fprintln(os.Stderr, "invokes without subscribers…")
+	measure("invoke, no subscribers (before)", nil)
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+
+	// The spec of connections: each subject's subscriptions in connections of at most
+	// subsPerConn, the subjects of a tenant taking turns.
+	time.Sleep(time.Second) // the last calls' NOTIFYs are in before the first loads
+	sp, conns, err := buildSpec(svc.Base, iss, &w, plan)
+	if err != nil {
+		return err
+	}
+	specPath, outPath := filepath.Join(tmp, "spec.json"), filepath.Join(tmp, "report.gob")
+	b, _ := json.Marshal(sp)
+	if err := os.WriteFile(specPath, b, 0o600); err != nil {
+		return err
+	}
+	runtime.GC()
+	rssBefore, rssBeforeErr := h.ProcStatusKB(pid, "VmRSS")
+	fmt.Fprintf(os.Stderr, "opening %d subscriptions on %d connections…\n", o.subscribers, conns)
+	self, err := os.Executable()
+	if err != nil {
+		return err
+	}
+	cmd := exec.Command(self, "-role", "subscribers", "-lifetime", lifetime.String(), "-spec", specPath, "-out", outPath)
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return err
+	}
+	opened := time.Now()
+	subs, line, err := h.StartChildWithin("subscribers", cmd, "subscribed ", 10*time.Minute)
+	if err != nil {
+		return err
+	}
+	defer subs.Stop()
+	openTook := time.Since(opened)
+	var okSubs, failedSubs int
+	fmt.Sscan(line, &okSubs, &failedSubs)
+	time.Sleep(2 * time.Second) // let the opening's garbage be collected before reading RSS
+	rssAfter, rssAfterErr := h.ProcStatusKB(pid, "VmRSS")
+	fmt.Fprintf(os.Stderr, "  %d open, %d failed in %s\n", okSubs, failedSubs, h.FmtDur(openTook))
+
+	if o.hold {
+		fmt.Fprintf(os.Stderr, "service pid %d: loaded run starts in 3s\n", pid)
+		time.Sleep(3 * time.Second)
+	}
+	var mu sync.Mutex
+	calls := make([][]call, len(w.Tenants))
+	other := 0
+	subCPU0, _ := h.CPUTime(subs.Pid())
+	loaded := measure(fmt.Sprintf("invoke, %d subscribers", okSubs), func(a h.Answer) {
+		mu.Lock()
+		defer mu.Unlock()
+		if a.Err == nil && a.Code/100 == 2 {
+			calls[a.Target] = append(calls[a.Target], call{id: a.ID, answered: a.Answered.UnixNano()})
+		} else {
+			other++
+		}
+	})
+	subCPU1, _ := h.CPUTime(subs.Pid())
+	// Deliveries of the last calls arrive within an interval or two.
+	tail := 3 * time.Second
+	time.Sleep(tail)
+	peakRSS, peakErr := h.ProcStatusKB(pid, "VmHWM")
+	rssLoaded, rssLoadedErr := h.ProcStatusKB(pid, "VmRSS")
+	stdin.Close()
+	if err := subs.Wait(2 * time.Minute); err != nil {
+		return fmt.Errorf("subscribers: %w", err)
+	}
+	rep, err := readReport(outPath)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(os.Stderr, "invokes without subscribers again…")
+	time.Sleep(2 * time.Second) // the closed connections' goroutines wind down
+	measure("invoke, no subscribers (after)", nil)
+
+	// Delivery delays.
+	d := analyze(plan, calls, rep)
+	msgs, secs := 0, 0
+	for s := loaded.start.Unix() + 1; s < loaded.end.Unix(); s++ {
+		msgs += rep.Hist[s]
+		secs++
+	}
+
+	fmt.Printf("subscriptions benchmark: %d subscribers (%d provider-wide, %d by tenant+config, rest by tenant) over %d tenants, %d invokes/s for %s\n",
+		o.subscribers, nProv, countKind(plan, "config"), o.tenants, o.rate, o.duration)
+	fmt.Printf("machine: %d CPUs, load average before %s, after %s; open-file limit %s\n",
+		runtime.NumCPU(), loadBefore, h.LoadAvg(), fmtLimit(fdLimit, fdErr))
+	fmt.Println()
+	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "run\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\tservice CPU\t")
+	for _, ru := range runs {
+		r := ru.res
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f cores\t\n", ru.label, r.OK+r.Errs, r.Errs, r.RPS(),
+			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)), ru.cores)
+	}
+	tw.Flush()
+	fmt.Println()
+	base := (runs[0].res.Pct(99) + runs[2].res.Pct(99)) / 2
+	fmt.Printf("invoke p99 with subscribers / without: %.2f  (%s vs %s and %s)\n",
+		float64(loaded.res.Pct(99))/float64(base), h.FmtDur(loaded.res.Pct(99)), h.FmtDur(runs[0].res.Pct(99)), h.FmtDur(runs[2].res.Pct(99)))
+	fmt.Printf("subscriptions open: %d of %d (%d failed) on %d connections of %d subjects, in %s\n",
+		okSubs, o.subscribers, failedSubs, conns, buyerSubjects*o.tenants+providerSubjects, h.FmtDur(openTook))
+	fmt.Printf("delivery delay, answer -> first message reflecting the call, over %d (subscriber, call) pairs:\n", d.pairs)
+	fmt.Printf("  p50 %s  p90 %s  p99 %s  max %s  (never delivered: %d; message before the answer: %d, counted as 0)\n",
+		h.FmtDur(d.pct(50)), h.FmtDur(d.pct(90)), h.FmtDur(d.pct(99)), h.FmtDur(d.pct(100)), d.missed, d.early)
+	for _, k := range []string{"tenant", "config", "provider"} {
+		if kd := d.byKind[k]; kd != nil && kd.pairs > 0 {
+			fmt.Printf("  %-8s p50 %s  p99 %s  over %d pairs, %d never delivered\n", k, h.FmtDur(kd.pct(50)), h.FmtDur(kd.pct(99)), kd.pairs, kd.missed)
+		}
+	}
+	if secs > 0 {
+		fmt.Printf("messages delivered: %.0f/s during the loaded run (%d subscribers; at most 2/s each at the 500ms interval); resynced (reader too slow): %d\n",
+			float64(msgs)/float64(secs), okSubs, d.resynced)
+	}
+	fmt.Printf("subscriber process CPU during the loaded run: %.2f cores\n", (subCPU1-subCPU0)/loaded.end.Sub(loaded.start).Seconds())
+	perSub := "n/a"
+	if rssBeforeErr == nil && rssAfterErr == nil && okSubs > 0 {
+		perSub = fmt.Sprintf("%.1f KiB", float64(rssAfter-rssBefore)/float64(okSubs))
+	}
+	fmt.Printf("service RSS: before subscribing %s, after %s -> %s per subscriber; after the loaded run %s, peak (VmHWM) %s\n",
+		h.FmtKB(rssBefore, rssBeforeErr), h.FmtKB(rssAfter, rssAfterErr), perSub, h.FmtKB(rssLoaded, rssLoadedErr), h.FmtKB(peakRSS, peakErr))
+	if other > 0 {
+		fmt.Printf("loaded run: %d invokes without a 2xx answer are left out of the delays\n", other)
+	}
+	if len(rep.ConnErrors) > 0 {
+		fmt.Printf("connection errors: %d, first: %s\n", len(rep.ConnErrors), rep.ConnErrors[0])
+	}
+	if e := d.firstErr; e != "" {
+		fmt.Printf("subscription errors: %d, first: %s\n", d.subErrs, e)
+	}
+	for _, ru := range runs {
+		if r := ru.res; r.Errs > 0 {
+			fmt.Printf("errors in %s: %d (dropped %d), statuses %v, first: %s\n", ru.label, r.Errs, r.Dropped, r.Statuses, r.FirstErr)
+		}
+	}
+	return nil
+}
+
+type run struct {
+	label      string
+	res        *h.Result
+	start, end time.Time
+	cores      float64
+}
+
+func buildSpec(base string, iss *issuer, w *world, plan []planned) (spec, int, error) {
+	// Each subject's subscriptions, in plan order.
+	bySubject := map[string][]subSpec{}
+	var order []string
+	turn := make([]int, len(w.Tenants))
+	prov := 0
+	for i, p := range plan {
+		var subj, filter string
+		switch {
+		case p.tenant < 0:
+			subj = w.Providers[(prov/(subsPerConn*connsPerSubject))%len(w.Providers)]
+			prov++
+			filter = fmt.Sprintf(`{providerTenantID: %q}`, w.ProviderTenant)
+		default:
+			t := w.Tenants[p.tenant]
+			subj = t.Subjects[(turn[p.tenant]/(subsPerConn*connsPerSubject))%len(t.Subjects)]
+			turn[p.tenant]++
+			filter = fmt.Sprintf(`{tenantID: %q}`, t.ID)
+			if p.kind == "config" {
+				filter = fmt.Sprintf(`{tenantID: %q, configID: %q}`, t.ID, t.ConfigID)
+			}
+		}
+		if _, ok := bySubject[subj]; !ok {
+			order = append(order, subj)
+		}
+		bySubject[subj] = append(bySubject[subj], subSpec{Idx: i, Filter: filter})
+	}
+	sp := spec{URL: "ws" + strings.TrimPrefix(base, "http") + "/graphql"}
+	for _, subj := range order {
+		role := auth.RoleCustomer
+		if strings.HasPrefix(subj, "bench-provider-") {
+			role = auth.RoleProvider
+		}
+		tok, err := iss.token(role, subj)
+		if err != nil {
+			return sp, 0, err
+		}
+		ss := bySubject[subj]
+		for len(ss) > 0 {
+			n := min(subsPerConn, len(ss))
+			sp.Conns = append(sp.Conns, connSpec{Token: tok, Subs: ss[:n]})
+			ss = ss[n:]
+		}
+	}
+	return sp, len(sp.Conns), nil
+}
+
+func readReport(path string) (*report, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	var r report
+	if err := gob.NewDecoder(f).Decode(&r); err != nil {
+		return nil, fmt.Errorf("subscribers' report: %w", err)
+	}
+	return &r, nil
+}
+
+// delays are the delivery delays of a set of (subscriber, call) pairs.
+type delays struct {
+	d             []time.Duration
+	pairs, missed int
+	early         int
+}
+
+func (d *delays) pct(p float64) time.Duration {
+	if len(d.d) == 0 {
+		return 0
+	}
+	i := int(float64(len(d.d))*p/100+0.5) - 1
+	return d.d[max(0, min(i, len(d.d)-1))]
+}
+
+type analysis struct {
+	delays
+	byKind   map[string]*delays
+	resynced int
+	subErrs  int
+	firstErr string
+}
+
+// analyze pairs each subscription with the calls it should see. A call counts as
+// delivered at the first message that lists its request id in recent, or whose day
+// count has grown by at least the call's rank among the subscription's calls (in answer
+// order; recent holds only the latest 20, which a provider-wide filter outruns). The
+// rank is an approximation when commits and answers interleave differently; the error
+// is bounded by that interleaving, a few milliseconds.
+func analyze(plan []planned, calls [][]call, rep *report) analysis {
+	all := []call{}
+	for t := range calls {
+		sort.Slice(calls[t], func(i, j int) bool { return calls[t][i].answered < calls[t][j].answered })
+		all = append(all, calls[t]...)
+	}
+	sort.Slice(all, func(i, j int) bool { return all[i].answered < all[j].answered })
+	a := analysis{byKind: map[string]*delays{}}
+	for _, s := range rep.Subs {
+		p := plan[s.Idx]
+		if s.Err != "" || !s.First {
+			a.subErrs++
+			if a.firstErr == "" {
+				a.firstErr = s.Err
+			}
+			if !s.First {
+				continue
+			}
+		}
+		a.resynced += s.Resynced
+		cs := all
+		if p.tenant >= 0 {
+			cs = calls[p.tenant]
+		}
+		kd := a.byKind[p.kind]
+		if kd == nil {
+			kd = &delays{}
+			a.byKind[p.kind] = kd
+		}
+		ci := 0
+		for k, c := range cs {
+			var at int64
+			if t, ok := s.Seen[c.id]; ok {
+				at = t
+			}
+			for ci < len(s.Counts) && s.Counts[ci][1]-s.Initial < int64(k+1) {
+				ci++
+			}
+			if ci < len(s.Counts) && (at == 0 || s.Counts[ci][0] < at) {
+				at = s.Counts[ci][0]
+			}
+			for _, x := range []*delays{&a.delays, kd} {
+				x.pairs++
+				switch {
+				case at == 0:
+					x.missed++
+				case at < c.answered:
+					x.early++
+					x.d = append(x.d, 0)
+				default:
+					x.d = append(x.d, time.Duration(at-c.answered))
+				}
+			}
+		}
+	}
+	for _, x := range append([]*delays{&a.delays}, mapValues(a.byKind)...) {
+		sort.Slice(x.d, func(i, j int) bool { return x.d[i] < x.d[j] })
+	}
+	return a
+}
+
+func mapValues(m map[string]*delays) []*delays {
+	var out []*delays
+	for _, v := range m {
+		out = append(out, v)
+	}
+	return out
+}
+
+func countKind(plan []planned, kind string) int {
+	n := 0
+	for _, p := range plan {
+		if p.kind == kind {
+			n++
+		}
+	}
+	return n
+}
+
+func slicesMax(xs []int) int {
+	m := 0
+	for _, x := range xs {
+		m = max(m, x)
+	}
+	return m
+}
+
+func fmtLimit(n uint64, err error) string {
+	if err != nil {
+		return "n/a (" + err.Error() + ")"
+	}
+	return fmt.Sprint(n)
+}
