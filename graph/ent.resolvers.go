@@ -54,7 +54,13 @@ func (r *queryResolver) Tenants(ctx context.Context, after *entgql.Cursor[pulid.
 	return r.client.Tenant.Query().Paginate(ctx, after, first, before, last, ent.WithTenantOrder(orderBy), ent.WithTenantFilter(where.Filter))
 }
 
+// Document returns generated.DocumentResolver implementation.
+func (r *Resolver) Document() generated.DocumentResolver { return &documentResolver{r} }
+
 // Query returns generated.QueryResolver implementation.
 func (r *Resolver) Query() generated.QueryResolver { return &queryResolver{r} }
 
-type queryResolver struct{ *Resolver }
+type (
+	documentResolver struct{ *Resolver }
+	queryResolver    struct{ *Resolver }
+)

@@ -20,7 +20,11 @@ import (
 	"github.com/gsvdev/agentregistry/graph/generated"
 	"github.com/gsvdev/agentregistry/graph/model"
 	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/documents"
 )
+
+// MaxUploadBytes bounds a multipart GraphQL request: one document and its operation.
+const MaxUploadBytes = documents.MaxSize + 64<<10
 
 // Options configure the GraphQL server.
 type Options struct {
@@ -28,6 +32,8 @@ type Options struct {
 	Services Services
 	// LiveUsage feeds the usageStats subscription.
 	LiveUsage LiveUsage
+	// Links are the outside URLs (widget host, Waldur).
+	Links Links
 
 	MaxComplexity int
 	MaxDepth      int
@@ -50,7 +56,7 @@ type Options struct {
 // NewHandler returns the /graphql handler: POST, GET (queries only) and websocket
 // (graphql-transport-ws and the legacy graphql-ws subprotocol) transports.
 func NewHandler(client *ent.Client, opts Options) http.Handler {
-	cfg := generated.Config{Resolvers: NewResolver(client, opts.Services, opts.LiveUsage)}
+	cfg := generated.Config{Resolvers: NewResolver(client, opts.Services, opts.LiveUsage, opts.Links)}
 	cfg.Directives.HasRole = hasRole
 	srv := handler.New(generated.NewExecutableSchema(cfg))
 
@@ -71,7 +77,7 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})
 	srv.AddTransport(transport.POST{})
-	srv.AddTransport(transport.MultipartForm{MaxUploadSize: 10 << 20, MaxMemory: 4 << 20})
+	srv.AddTransport(transport.MultipartForm{MaxUploadSize: MaxUploadBytes, MaxMemory: 4 << 20})
 
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
 	if opts.Introspection {

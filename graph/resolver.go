@@ -8,6 +8,7 @@ import (
 	"github.com/gsvdev/agentregistry/ent"
 	"github.com/gsvdev/agentregistry/internal/apikey/keys"
 	"github.com/gsvdev/agentregistry/internal/catalog"
+	"github.com/gsvdev/agentregistry/internal/documents"
 	"github.com/gsvdev/agentregistry/internal/langflow/provision"
 	"github.com/gsvdev/agentregistry/internal/subscriptions"
 )
@@ -21,6 +22,15 @@ type Services struct {
 	Subscriptions *subscriptions.Service
 	Keys          *keys.Service
 	Provisioning  *provision.Service
+	Documents     *documents.Service
+}
+
+// Links are the outside URLs the API hands to the portal.
+type Links struct {
+	// PublicURL is this service as browsers reach it (the widget snippet's host).
+	PublicURL string
+	// WaldurURL is the Waldur HomePort the portal links to ("" when not configured).
+	WaldurURL string
 }
 
 // Resolver is the root resolver; its dependencies are passed in by server.
@@ -28,15 +38,19 @@ type Resolver struct {
 	client *ent.Client
 	svc    Services
 	live   LiveUsage // nil: usageStats answers INTERNAL "not configured"
+	links  Links
 }
 
 // NewResolver returns the root resolver.
-func NewResolver(client *ent.Client, svc Services, liveUsage LiveUsage) *Resolver {
+func NewResolver(client *ent.Client, svc Services, liveUsage LiveUsage, links Links) *Resolver {
 	if svc.Catalog == nil {
 		svc.Catalog = catalog.New(client, nil)
 	}
 	if svc.Subscriptions == nil {
 		svc.Subscriptions = subscriptions.New(client)
 	}
-	return &Resolver{client: client, svc: svc, live: liveUsage}
+	if svc.Documents == nil {
+		svc.Documents = documents.New(client)
+	}
+	return &Resolver{client: client, svc: svc, live: liveUsage, links: links}
 }

@@ -93,6 +93,7 @@ type Config struct {
 	APIKeyIssuer      string
 
 	WaldurURL string
+	PublicURL string
 	DataDir   string
 }
 
@@ -342,7 +343,8 @@ func configSpecs() []varSpec {
 			},
 		},
 		nonEmptyString("APIKEY_ISSUER", "agentregistry", "Issuer name embedded in minted API keys.", func(c *Config) *string { return &c.APIKeyIssuer }),
-		optionalHTTPURL("WALDUR_URL", "Waldur API base URL. Empty: the Waldur integration is off.", func(c *Config) *string { return &c.WaldurURL }),
+		optionalHTTPURL("WALDUR_URL", "Waldur HomePort URL the portal links to (marketplace, billing, organisation). Empty: no links.", func(c *Config) *string { return &c.WaldurURL }),
+		optionalHTTPURL("PUBLIC_URL", "This service's URL as browsers reach it (the host in widget embed snippets). Empty in DEV: the listen address.", func(c *Config) *string { return &c.PublicURL }),
 		nonEmptyString("DATA_DIR", "./data", "Directory for local files (the SQLite database, stored documents).", func(c *Config) *string { return &c.DataDir }),
 	}
 }

@@ -2,7 +2,11 @@ package server_test
 
 import (
 	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
 	"net/http"
+	"net/textproto"
 	"os"
 	"path/filepath"
 	"strings"
@@ -161,5 +165,114 @@ func TestProviderAndBuyerJourneys(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != http.StatusOK || !strings.Contains(inv.Output, "You are Sam from support.") || !strings.Contains(inv.Output, "where is my order?") {
 		t.Fatalf("invoke through the new config: %d %q", resp.StatusCode, inv.Output)
+	}
+}
+
+// upload posts a GraphQL multipart request (the GraphQL multipart request spec) with one file.
+func upload(t *testing.T, base, token, configID, filename, contentType string, content []byte) map[string]any {
+	t.Helper()
+	var buf strings.Builder
+	mw := multipart.NewWriter(&buf)
+	ops, _ := json.Marshal(map[string]any{
+		"query":     `mutation($c: ID!, $f: Upload!) { uploadDocument(configID: $c, file: $f) { id filename contentType size sha256 downloadURL } }`,
+		"variables": map[string]any{"c": configID, "f": nil},
+	})
+	_ = mw.WriteField("operations", string(ops))
+	_ = mw.WriteField("map", `{"0": ["variables.f"]}`)
+	h := textproto.MIMEHeader{}
+	h.Set("Content-Disposition", fmt.Sprintf(`form-data; name="0"; filename=%q`, filename))
+	h.Set("Content-Type", contentType)
+	part, _ := mw.CreatePart(h)
+	_, _ = part.Write(content)
+	_ = mw.Close()
+	req, _ := http.NewRequest(http.MethodPost, base+"/graphql", strings.NewReader(buf.String()))
+	req.Header.Set("Content-Type", mw.FormDataContentType())
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var out map[string]any
+	_ = json.NewDecoder(resp.Body).Decode(&out)
+	return out
+}
+
+// Documents: a buyer uploads with the multipart spec, the file comes back as an
+// attachment with sniffing off; disallowed types and oversize files are refused with
+// BAD_USER_INPUT; the provider cannot download the buyer's document. The embed snippet
+// carries a fresh publishable key that works from the config's origins.
+func TestDocumentsAndEmbedSnippet(t *testing.T) {
+	base, creds, _, _ := startDev(t)
+	cust, prov := creds["customer token"], creds["provider token"]
+	cfg := creds["config id"]
+
+	pdf := []byte("%PDF-1.4 fake but fine")
+	out := upload(t, base, cust, cfg, "../../etc/handbook.pdf", "application/pdf", pdf)
+	doc, _ := out["data"].(map[string]any)["uploadDocument"].(map[string]any)
+	if doc == nil || doc["filename"] != "handbook.pdf" || doc["size"] != float64(len(pdf)) {
+		t.Fatalf("upload: %v", out)
+	}
+	for _, c := range []struct {
+		name, file, ctype string
+		body              []byte
+	}{
+		{"html", "x.html", "text/html", []byte("<script>alert(1)</script>")},
+		{"svg", "x.svg", "image/svg+xml", []byte("<svg onload=alert(1)>")},
+		{"empty", "x.txt", "text/plain", nil},
+		{"oversize", "big.txt", "text/plain", make([]byte, 10<<20+1)},
+	} {
+		out := upload(t, base, cust, cfg, c.file, c.ctype, c.body)
+		errs, _ := out["errors"].([]any)
+		if len(errs) == 0 {
+			t.Errorf("%s upload accepted: %v", c.name, out)
+			continue
+		}
+		if code := errs[0].(map[string]any)["extensions"].(map[string]any)["code"]; c.name != "oversize" && code != "BAD_USER_INPUT" {
+			t.Errorf("%s upload: code %v", c.name, code)
+		}
+	}
+
+	get := func(token string) *http.Response {
+		req, _ := http.NewRequest(http.MethodGet, base+doc["downloadURL"].(string), nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return resp
+	}
+	resp := get(cust)
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != string(pdf) ||
+		!strings.HasPrefix(resp.Header.Get("Content-Disposition"), "attachment") || resp.Header.Get("X-Content-Type-Options") != "nosniff" {
+		t.Fatalf("download: %d %q %v", resp.StatusCode, body, resp.Header)
+	}
+	if resp := get(prov); resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("the provider downloaded the buyer's document: %d", resp.StatusCode)
+	}
+	if resp := get(""); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("anonymous download: %d", resp.StatusCode)
+	}
+
+	var es struct {
+		EmbedSnippet struct{ HTML, PublishableKey string }
+	}
+	gqlOK(t, base, cust, `mutation($c: ID!) { embedSnippet(configID: $c) { html publishableKey } }`, map[string]any{"c": cfg}, &es)
+	if !strings.HasPrefix(es.EmbedSnippet.PublishableKey, "ar_pk_live_") || !strings.Contains(es.EmbedSnippet.HTML, base+"/widget/loader.js") ||
+		!strings.Contains(es.EmbedSnippet.HTML, es.EmbedSnippet.PublishableKey) || !strings.Contains(es.EmbedSnippet.HTML, cfg) {
+		t.Fatalf("snippet: %+v", es)
+	}
+	req, _ := http.NewRequest(http.MethodPost, base+"/api/agent-gateway/invoke/", strings.NewReader(`{"input":"hi"}`))
+	req.Header.Set("Authorization", "Bearer "+es.EmbedSnippet.PublishableKey)
+	req.Header.Set("Origin", base)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("the snippet's key from the dev origin: %d", resp.StatusCode)
 	}
 }

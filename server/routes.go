@@ -13,6 +13,7 @@ import (
 	"github.com/gsvdev/agentregistry/graph"
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/catalog"
+	"github.com/gsvdev/agentregistry/internal/documents"
 	"github.com/gsvdev/agentregistry/internal/langflow/provision"
 	"github.com/gsvdev/agentregistry/internal/seed"
 	"github.com/gsvdev/agentregistry/internal/subscriptions"
@@ -38,7 +39,9 @@ func (s *Server) routes() http.Handler {
 			Subscriptions: subscriptions.New(s.db.Client),
 			Keys:          s.keys,
 			Provisioning:  provision.New(s.db.Client, s.langflow),
+			Documents:     s.documents,
 		},
+		Links:            graph.Links{PublicURL: s.publicURL(), WaldurURL: s.cfg.WaldurURL},
 		LiveUsage:        s.live,
 		MaxComplexity:    s.cfg.GraphQLMaxComplexity,
 		MaxDepth:         s.cfg.GraphQLMaxDepth,
@@ -50,6 +53,7 @@ func (s *Server) routes() http.Handler {
 		Logger:           s.logger,
 	})
 	handle("/graphql", "/graphql", s.portalCORS().Handler(s.auth.Middleware(gql)))
+	handle(documents.DownloadPath, "/api/documents/{id}/content", s.portalCORS().Handler(s.auth.Middleware(s.documents.Handler())))
 
 	if s.cfg.PlaygroundEnabled {
 		var opts []playground.GraphiqlConfigOption
@@ -79,8 +83,33 @@ func (s *Server) routes() http.Handler {
 		RequestIDMiddleware,
 		AccessLog(s.logger),
 		Recover(s.logger),
-		LimitBody(s.cfg.MaxBodyBytes),
+		limitBodies(s.cfg.MaxBodyBytes, graph.MaxUploadBytes),
 	)
+}
+
+// limitBodies caps request bodies at n, except multipart GraphQL requests (document
+// uploads), which may carry one document.
+func limitBodies(n, uploads int64) Middleware {
+	small, large := LimitBody(n), LimitBody(max(n, uploads))
+	return func(next http.Handler) http.Handler {
+		smallH, largeH := small(next), large(next)
+		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.URL.Path == "/graphql" && strings.HasPrefix(r.Header.Get("Content-Type"), "multipart/form-data") {
+				largeH.ServeHTTP(w, r)
+				return
+			}
+			smallH.ServeHTTP(w, r)
+		})
+	}
+}
+
+// publicURL is where browsers reach this service: PUBLIC_URL, or in dev the listen
+// address.
+func (s *Server) publicURL() string {
+	if s.cfg.PublicURL != "" || s.dev == nil {
+		return s.cfg.PublicURL
+	}
+	return "http://" + s.Addr()
 }
 
 // portalOrigins are the browser origins allowed to call /graphql.

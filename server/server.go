@@ -19,6 +19,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/auth/members"
 	"github.com/gsvdev/agentregistry/internal/database"
+	"github.com/gsvdev/agentregistry/internal/documents"
 	"github.com/gsvdev/agentregistry/internal/langflow"
 	"github.com/gsvdev/agentregistry/internal/pubsub"
 	"github.com/gsvdev/agentregistry/internal/usage"
@@ -29,16 +30,17 @@ import (
 // Server is the whole service: one listener, one handler tree, and what must be drained
 // on shutdown. Everything is built in New and passed down; nothing is global.
 type Server struct {
-	cfg     Config
-	logger  *slog.Logger
-	db      *database.DB
-	metrics *Metrics
-	ln      net.Listener
-	http    *http.Server
-	auth    *auth.Authenticator
-	keyring *apikey.Keyring
-	keys    *keys.Service
-	dev     *devMode // nil outside --dev
+	cfg       Config
+	logger    *slog.Logger
+	db        *database.DB
+	metrics   *Metrics
+	ln        net.Listener
+	http      *http.Server
+	auth      *auth.Authenticator
+	keyring   *apikey.Keyring
+	keys      *keys.Service
+	documents *documents.Service
+	dev       *devMode // nil outside --dev
 
 	redis    *redis.Client // nil without REDIS_URL
 	bus      pubsub.Bus
@@ -123,6 +125,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (*Server, error) 
 		return nil, err
 	}
 	s.keys = keys.New(s.db.Client, s.keyring, nil)
+	s.documents = documents.New(s.db.Client)
 
 	if s.dev != nil {
 		if err := s.dev.seed(ctx, s.db.Client, s.keys, "http://"+s.ln.Addr().String()); err != nil {

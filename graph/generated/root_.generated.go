@@ -25,6 +25,7 @@ func NewExecutableSchema(cfg Config) graphql.ExecutableSchema {
 type Config = graphql.Config[ResolverRoot, DirectiveRoot, ComplexityRoot]
 
 type ResolverRoot interface {
+	Document() DocumentResolver
 	Mutation() MutationResolver
 	Query() QueryResolver
 	Subscription() SubscriptionResolver
@@ -172,6 +173,7 @@ type ComplexityRoot struct {
 		ConfigID    func(childComplexity int) int
 		ContentType func(childComplexity int) int
 		CreatedAt   func(childComplexity int) int
+		DownloadURL func(childComplexity int) int
 		Filename    func(childComplexity int) int
 		ID          func(childComplexity int) int
 		Sha256      func(childComplexity int) int
@@ -190,6 +192,12 @@ type ComplexityRoot struct {
 	DocumentEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	EmbedSnippet struct {
+		HTML           func(childComplexity int) int
+		Key            func(childComplexity int) int
+		PublishableKey func(childComplexity int) int
 	}
 
 	Flow struct {
@@ -288,7 +296,9 @@ type ComplexityRoot struct {
 		CreateKey          func(childComplexity int, input model.CreateKeyInput) int
 		CreatePlan         func(childComplexity int, agentID pulid.ID, input ent.CreatePlanInput) int
 		CreateSubscription func(childComplexity int, input model.CreateSubscriptionInput) int
+		DeleteDocument     func(childComplexity int, id pulid.ID) int
 		DeprovisionFlow    func(childComplexity int, id pulid.ID) int
+		EmbedSnippet       func(childComplexity int, configID pulid.ID) int
 		ImportFlow         func(childComplexity int, agentID pulid.ID, definition string) int
 		ProvisionFlow      func(childComplexity int, id pulid.ID) int
 		PublishAgent       func(childComplexity int, id pulid.ID) int
@@ -298,6 +308,7 @@ type ComplexityRoot struct {
 		UpdateAgent        func(childComplexity int, id pulid.ID, input ent.UpdateAgentInput) int
 		UpdateAgentConfig  func(childComplexity int, id pulid.ID, input ent.UpdateAgentConfigInput) int
 		UpdatePlan         func(childComplexity int, id pulid.ID, input ent.UpdatePlanInput) int
+		UploadDocument     func(childComplexity int, configID pulid.ID, file graphql.Upload) int
 		ValidateFlow       func(childComplexity int, definition string) int
 	}
 
@@ -525,10 +536,17 @@ type ComplexityRoot struct {
 	Viewer struct {
 		Email           func(childComplexity int) int
 		IsPlatformAdmin func(childComplexity int) int
+		Links           func(childComplexity int) int
 		Memberships     func(childComplexity int) int
 		Name            func(childComplexity int) int
 		Roles           func(childComplexity int) int
 		Subject         func(childComplexity int) int
+	}
+
+	ViewerLinks struct {
+		Billing      func(childComplexity int) int
+		Marketplace  func(childComplexity int) int
+		Organization func(childComplexity int) int
 	}
 
 	ViewerMembership struct {
@@ -1164,6 +1182,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Document.CreatedAt(childComplexity), true
+	case "Document.downloadURL":
+		if e.ComplexityRoot.Document.DownloadURL == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Document.DownloadURL(childComplexity), true
 	case "Document.filename":
 		if e.ComplexityRoot.Document.Filename == nil {
 			break
@@ -1238,6 +1262,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.DocumentEdge.Node(childComplexity), true
+
+	case "EmbedSnippet.html":
+		if e.ComplexityRoot.EmbedSnippet.HTML == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EmbedSnippet.HTML(childComplexity), true
+	case "EmbedSnippet.key":
+		if e.ComplexityRoot.EmbedSnippet.Key == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EmbedSnippet.Key(childComplexity), true
+	case "EmbedSnippet.publishableKey":
+		if e.ComplexityRoot.EmbedSnippet.PublishableKey == nil {
+			break
+		}
+
+		return e.ComplexityRoot.EmbedSnippet.PublishableKey(childComplexity), true
 
 	case "Flow.agent":
 		if e.ComplexityRoot.Flow.Agent == nil {
@@ -1652,6 +1695,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateSubscription(childComplexity, args["input"].(model.CreateSubscriptionInput)), true
+	case "Mutation.deleteDocument":
+		if e.ComplexityRoot.Mutation.DeleteDocument == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_deleteDocument_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.DeleteDocument(childComplexity, args["id"].(pulid.ID)), true
 	case "Mutation.deprovisionFlow":
 		if e.ComplexityRoot.Mutation.DeprovisionFlow == nil {
 			break
@@ -1663,6 +1717,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.DeprovisionFlow(childComplexity, args["id"].(pulid.ID)), true
+	case "Mutation.embedSnippet":
+		if e.ComplexityRoot.Mutation.EmbedSnippet == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_embedSnippet_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.EmbedSnippet(childComplexity, args["configID"].(pulid.ID)), true
 	case "Mutation.importFlow":
 		if e.ComplexityRoot.Mutation.ImportFlow == nil {
 			break
@@ -1762,6 +1827,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdatePlan(childComplexity, args["id"].(pulid.ID), args["input"].(ent.UpdatePlanInput)), true
+	case "Mutation.uploadDocument":
+		if e.ComplexityRoot.Mutation.UploadDocument == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_uploadDocument_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UploadDocument(childComplexity, args["configID"].(pulid.ID), args["file"].(graphql.Upload)), true
 	case "Mutation.validateFlow":
 		if e.ComplexityRoot.Mutation.ValidateFlow == nil {
 			break
@@ -2733,6 +2809,12 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Viewer.IsPlatformAdmin(childComplexity), true
+	case "Viewer.links":
+		if e.ComplexityRoot.Viewer.Links == nil {
+			break
+		}
+
+		return e.ComplexityRoot.Viewer.Links(childComplexity), true
 	case "Viewer.memberships":
 		if e.ComplexityRoot.Viewer.Memberships == nil {
 			break
@@ -2757,6 +2839,25 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Viewer.Subject(childComplexity), true
+
+	case "ViewerLinks.billing":
+		if e.ComplexityRoot.ViewerLinks.Billing == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ViewerLinks.Billing(childComplexity), true
+	case "ViewerLinks.marketplace":
+		if e.ComplexityRoot.ViewerLinks.Marketplace == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ViewerLinks.Marketplace(childComplexity), true
+	case "ViewerLinks.organization":
+		if e.ComplexityRoot.ViewerLinks.Organization == nil {
+			break
+		}
+
+		return e.ComplexityRoot.ViewerLinks.Organization(childComplexity), true
 
 	case "ViewerMembership.role":
 		if e.ComplexityRoot.ViewerMembership.Role == nil {
@@ -3000,6 +3101,47 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
+	{Name: "../schema/buyer.graphqls", Input: `# The buyer's documents, widget embedding and links out to Waldur.
+
+scalar Upload
+
+extend type Document {
+  "Where the portal downloads the file (with its access token)."
+  downloadURL: String!
+}
+
+"The snippet a buyer pastes into a page to embed the chat widget."
+type EmbedSnippet {
+  html: String!
+  "The publishable key inside the snippet (widget:invoke only, works from allowed origins only)."
+  publishableKey: String!
+  key: APIKey!
+}
+
+"Where the portal sends people for what lives in Waldur."
+type ViewerLinks {
+  marketplace: String
+  billing: String
+  organization: String
+}
+
+extend type Viewer {
+  "Links into Waldur (null when WALDUR_URL is not configured)."
+  links: ViewerLinks!
+}
+
+extend type Mutation {
+  "Attach a training document to a config (multipart upload; PDF, Word, text, Markdown, CSV, JSON; up to 10 MiB)."
+  uploadDocument(configID: ID!, file: Upload!): Document! @hasRole(role: CUSTOMER)
+  deleteDocument(id: ID!): ID! @hasRole(role: CUSTOMER)
+  """
+  Mint a publishable widget key for the config and return the script tags that embed the
+  widget with it. Keys are stored hashed, so every call mints a new key; revoke old ones
+  from the key list.
+  """
+  embedSnippet(configID: ID!): EmbedSnippet! @hasRole(role: CUSTOMER)
+}
+`, BuiltIn: false},
 	{Name: "../schema/ent.graphqls", Input: `directive @goField(forceResolver: Boolean, name: String, omittable: Boolean) on FIELD_DEFINITION | INPUT_FIELD_DEFINITION
 directive @goModel(model: String, models: [String!], forceGenerate: Boolean) on OBJECT | INPUT_OBJECT | SCALAR | ENUM | INTERFACE | UNION
 type APIKey implements Node {
@@ -7190,6 +7332,8 @@ func (ec *executionContext) childFields_Document(ctx context.Context, field grap
 		return ec.fieldContext_Document_status(ctx, field)
 	case "config":
 		return ec.fieldContext_Document_config(ctx, field)
+	case "downloadURL":
+		return ec.fieldContext_Document_downloadURL(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Document", field.Name)
 }
@@ -7202,6 +7346,18 @@ func (ec *executionContext) childFields_DocumentEdge(ctx context.Context, field 
 		return ec.fieldContext_DocumentEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type DocumentEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_EmbedSnippet(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "html":
+		return ec.fieldContext_EmbedSnippet_html(ctx, field)
+	case "publishableKey":
+		return ec.fieldContext_EmbedSnippet_publishableKey(ctx, field)
+	case "key":
+		return ec.fieldContext_EmbedSnippet_key(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type EmbedSnippet", field.Name)
 }
 
 func (ec *executionContext) childFields_Flow(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
@@ -7734,8 +7890,22 @@ func (ec *executionContext) childFields_Viewer(ctx context.Context, field graphq
 		return ec.fieldContext_Viewer_isPlatformAdmin(ctx, field)
 	case "memberships":
 		return ec.fieldContext_Viewer_memberships(ctx, field)
+	case "links":
+		return ec.fieldContext_Viewer_links(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type Viewer", field.Name)
+}
+
+func (ec *executionContext) childFields_ViewerLinks(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "marketplace":
+		return ec.fieldContext_ViewerLinks_marketplace(ctx, field)
+	case "billing":
+		return ec.fieldContext_ViewerLinks_billing(ctx, field)
+	case "organization":
+		return ec.fieldContext_ViewerLinks_organization(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type ViewerLinks", field.Name)
 }
 
 func (ec *executionContext) childFields_ViewerMembership(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

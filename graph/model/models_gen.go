@@ -38,6 +38,14 @@ type CreateSubscriptionInput struct {
 	ProjectID *pulid.ID `json:"projectID,omitempty"`
 }
 
+// The snippet a buyer pastes into a page to embed the chat widget.
+type EmbedSnippet struct {
+	HTML string `json:"html"`
+	// The publishable key inside the snippet (widget:invoke only, works from allowed origins only).
+	PublishableKey string      `json:"publishableKey"`
+	Key            *ent.APIKey `json:"key"`
+}
+
 type ImportFlowPayload struct {
 	// The stored version; null when the export was rejected.
 	Flow   *ent.Flow         `json:"flow,omitempty"`
@@ -53,6 +61,13 @@ type UsageStatsFilter struct {
 	ConfigID         *pulid.ID `json:"configID,omitempty"`
 	AgentID          *pulid.ID `json:"agentID,omitempty"`
 	KeyID            *pulid.ID `json:"keyID,omitempty"`
+}
+
+// Where the portal sends people for what lives in Waldur.
+type ViewerLinks struct {
+	Marketplace  *string `json:"marketplace,omitempty"`
+	Billing      *string `json:"billing,omitempty"`
+	Organization *string `json:"organization,omitempty"`
 }
 
 type ViewerMembership struct {
