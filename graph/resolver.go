@@ -11,6 +11,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/documents"
 	"github.com/gsvdev/agentregistry/internal/langflow/provision"
 	"github.com/gsvdev/agentregistry/internal/subscriptions"
+	"github.com/gsvdev/agentregistry/internal/usage/report"
 )
 
 // Services are the internal/ services the mutations call. Catalog and Subscriptions
@@ -23,6 +24,7 @@ type Services struct {
 	Keys          *keys.Service
 	Provisioning  *provision.Service
 	Documents     *documents.Service
+	Reports       *report.Service
 }
 
 // Links are the outside URLs the API hands to the portal.
@@ -51,6 +53,9 @@ func NewResolver(client *ent.Client, svc Services, liveUsage LiveUsage, links Li
 	}
 	if svc.Documents == nil {
 		svc.Documents = documents.New(client)
+	}
+	if svc.Reports == nil {
+		svc.Reports = report.New(client, report.Options{})
 	}
 	return &Resolver{client: client, svc: svc, live: liveUsage, links: links}
 }

@@ -380,9 +380,21 @@ type ComplexityRoot struct {
 		Node          func(childComplexity int, id pulid.ID) int
 		Nodes         func(childComplexity int, ids []pulid.ID) int
 		Plans         func(childComplexity int, after *entgql.Cursor[pulid.ID], first *int, before *entgql.Cursor[pulid.ID], last *int, orderBy *ent.PlanOrder, where *ent.PlanWhereInput) int
+		Quota         func(childComplexity int, subscriptionID pulid.ID) int
+		RecentCalls   func(childComplexity int, filter *model.UsageFilter, first *int) int
 		Subscriptions func(childComplexity int, after *entgql.Cursor[pulid.ID], first *int, before *entgql.Cursor[pulid.ID], last *int, orderBy []*ent.AgentSubscriptionOrder, where *ent.AgentSubscriptionWhereInput) int
 		Tenants       func(childComplexity int, after *entgql.Cursor[pulid.ID], first *int, before *entgql.Cursor[pulid.ID], last *int, orderBy []*ent.TenantOrder, where *ent.TenantWhereInput) int
+		Usage         func(childComplexity int, filter *model.UsageFilter, groupBy model.UsageGroupBy) int
 		Viewer        func(childComplexity int) int
+	}
+
+	QuotaUse struct {
+		PeriodEnd     func(childComplexity int) int
+		PeriodStart   func(childComplexity int) int
+		Requests      func(childComplexity int) int
+		RequestsLimit func(childComplexity int) int
+		Tokens        func(childComplexity int) int
+		TokensLimit   func(childComplexity int) int
 	}
 
 	Subscription struct {
@@ -513,6 +525,18 @@ type ComplexityRoot struct {
 	UsageReportEdge struct {
 		Cursor func(childComplexity int) int
 		Node   func(childComplexity int) int
+	}
+
+	UsageRow struct {
+		AgentID      func(childComplexity int) int
+		AvgMs        func(childComplexity int) int
+		Day          func(childComplexity int) int
+		Errors       func(childComplexity int) int
+		InputTokens  func(childComplexity int) int
+		KeyID        func(childComplexity int) int
+		OutputTokens func(childComplexity int) int
+		P95Ms        func(childComplexity int) int
+		Requests     func(childComplexity int) int
 	}
 
 	UsageStats struct {
@@ -2164,6 +2188,28 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Plans(childComplexity, args["after"].(*entgql.Cursor[pulid.ID]), args["first"].(*int), args["before"].(*entgql.Cursor[pulid.ID]), args["last"].(*int), args["orderBy"].(*ent.PlanOrder), args["where"].(*ent.PlanWhereInput)), true
+	case "Query.quota":
+		if e.ComplexityRoot.Query.Quota == nil {
+			break
+		}
+
+		args, err := ec.field_Query_quota_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Quota(childComplexity, args["subscriptionID"].(pulid.ID)), true
+	case "Query.recentCalls":
+		if e.ComplexityRoot.Query.RecentCalls == nil {
+			break
+		}
+
+		args, err := ec.field_Query_recentCalls_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.RecentCalls(childComplexity, args["filter"].(*model.UsageFilter), args["first"].(*int)), true
 	case "Query.subscriptions":
 		if e.ComplexityRoot.Query.Subscriptions == nil {
 			break
@@ -2186,12 +2232,60 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Query.Tenants(childComplexity, args["after"].(*entgql.Cursor[pulid.ID]), args["first"].(*int), args["before"].(*entgql.Cursor[pulid.ID]), args["last"].(*int), args["orderBy"].([]*ent.TenantOrder), args["where"].(*ent.TenantWhereInput)), true
+	case "Query.usage":
+		if e.ComplexityRoot.Query.Usage == nil {
+			break
+		}
+
+		args, err := ec.field_Query_usage_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Query.Usage(childComplexity, args["filter"].(*model.UsageFilter), args["groupBy"].(model.UsageGroupBy)), true
 	case "Query.viewer":
 		if e.ComplexityRoot.Query.Viewer == nil {
 			break
 		}
 
 		return e.ComplexityRoot.Query.Viewer(childComplexity), true
+
+	case "QuotaUse.periodEnd":
+		if e.ComplexityRoot.QuotaUse.PeriodEnd == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUse.PeriodEnd(childComplexity), true
+	case "QuotaUse.periodStart":
+		if e.ComplexityRoot.QuotaUse.PeriodStart == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUse.PeriodStart(childComplexity), true
+	case "QuotaUse.requests":
+		if e.ComplexityRoot.QuotaUse.Requests == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUse.Requests(childComplexity), true
+	case "QuotaUse.requestsLimit":
+		if e.ComplexityRoot.QuotaUse.RequestsLimit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUse.RequestsLimit(childComplexity), true
+	case "QuotaUse.tokens":
+		if e.ComplexityRoot.QuotaUse.Tokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUse.Tokens(childComplexity), true
+	case "QuotaUse.tokensLimit":
+		if e.ComplexityRoot.QuotaUse.TokensLimit == nil {
+			break
+		}
+
+		return e.ComplexityRoot.QuotaUse.TokensLimit(childComplexity), true
 
 	case "Subscription.usageStats":
 		if e.ComplexityRoot.Subscription.UsageStats == nil {
@@ -2723,6 +2817,61 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.UsageReportEdge.Node(childComplexity), true
 
+	case "UsageRow.agentID":
+		if e.ComplexityRoot.UsageRow.AgentID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageRow.AgentID(childComplexity), true
+	case "UsageRow.avgMs":
+		if e.ComplexityRoot.UsageRow.AvgMs == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageRow.AvgMs(childComplexity), true
+	case "UsageRow.day":
+		if e.ComplexityRoot.UsageRow.Day == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageRow.Day(childComplexity), true
+	case "UsageRow.errors":
+		if e.ComplexityRoot.UsageRow.Errors == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageRow.Errors(childComplexity), true
+	case "UsageRow.inputTokens":
+		if e.ComplexityRoot.UsageRow.InputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageRow.InputTokens(childComplexity), true
+	case "UsageRow.keyID":
+		if e.ComplexityRoot.UsageRow.KeyID == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageRow.KeyID(childComplexity), true
+	case "UsageRow.outputTokens":
+		if e.ComplexityRoot.UsageRow.OutputTokens == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageRow.OutputTokens(childComplexity), true
+	case "UsageRow.p95Ms":
+		if e.ComplexityRoot.UsageRow.P95Ms == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageRow.P95Ms(childComplexity), true
+	case "UsageRow.requests":
+		if e.ComplexityRoot.UsageRow.Requests == nil {
+			break
+		}
+
+		return e.ComplexityRoot.UsageRow.Requests(childComplexity), true
+
 	case "UsageStats.asOf":
 		if e.ComplexityRoot.UsageStats.AsOf == nil {
 			break
@@ -3002,6 +3151,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		ec.unmarshalInputUpdatePlanInput,
 		ec.unmarshalInputUsageDailyOrder,
 		ec.unmarshalInputUsageDailyWhereInput,
+		ec.unmarshalInputUsageFilter,
 		ec.unmarshalInputUsageRecordOrder,
 		ec.unmarshalInputUsageRecordWhereInput,
 		ec.unmarshalInputUsageReportOrder,
@@ -6975,6 +7125,62 @@ extend type Query {
   viewer: Viewer!
 }
 `, BuiltIn: false},
+	{Name: "../schema/usage.graphqls", Input: `# Usage reports, served from the daily rollups (fast whatever the raw row count).
+
+enum UsageGroupBy {
+  DAY
+  AGENT
+  KEY
+}
+
+"""
+What to report on. Rows are always limited to what the caller may see (a buyer its
+tenants' calls, a provider the calls to its agents). from/to are UTC days, both included;
+default: the last 30 days; at most 366 days.
+"""
+input UsageFilter {
+  tenantID: ID
+  providerTenantID: ID
+  configID: ID
+  agentID: ID
+  keyID: ID
+  from: Time
+  to: Time
+}
+
+type UsageRow {
+  "Set when grouping by DAY."
+  day: Time
+  "Set when grouping by AGENT."
+  agentID: ID
+  "Set when grouping by KEY."
+  keyID: ID
+  requests: Int!
+  errors: Int!
+  inputTokens: Int!
+  outputTokens: Int!
+  avgMs: Float!
+  "Estimated from the rollups' latency histogram."
+  p95Ms: Float!
+}
+
+"A subscription's use of its plan's limits in the current period. A limit of 0 means unlimited."
+type QuotaUse {
+  periodStart: Time!
+  periodEnd: Time!
+  requests: Int!
+  requestsLimit: Int!
+  tokens: Int!
+  tokensLimit: Int!
+}
+
+extend type Query {
+  usage(filter: UsageFilter, groupBy: UsageGroupBy! = DAY): [UsageRow!]!
+  quota(subscriptionID: ID!): QuotaUse!
+  "The latest calls (raw records, kept for the retention period), newest first; at most 100."
+  recentCalls(filter: UsageFilter, first: Int = 50): [UsageRecord!]!
+}
+`, BuiltIn: false},
 	{Name: "../schema/usage_stats.graphqls", Input: `# Live usage: the portal's dashboard watching calls as they happen.
 
 """
@@ -7624,6 +7830,24 @@ func (ec *executionContext) childFields_ProjectEdge(ctx context.Context, field g
 	return nil, fmt.Errorf("no field named %q was found under type ProjectEdge", field.Name)
 }
 
+func (ec *executionContext) childFields_QuotaUse(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "periodStart":
+		return ec.fieldContext_QuotaUse_periodStart(ctx, field)
+	case "periodEnd":
+		return ec.fieldContext_QuotaUse_periodEnd(ctx, field)
+	case "requests":
+		return ec.fieldContext_QuotaUse_requests(ctx, field)
+	case "requestsLimit":
+		return ec.fieldContext_QuotaUse_requestsLimit(ctx, field)
+	case "tokens":
+		return ec.fieldContext_QuotaUse_tokens(ctx, field)
+	case "tokensLimit":
+		return ec.fieldContext_QuotaUse_tokensLimit(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type QuotaUse", field.Name)
+}
+
 func (ec *executionContext) childFields_Tenant(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
 	switch field.Name {
 	case "id":
@@ -7838,6 +8062,30 @@ func (ec *executionContext) childFields_UsageReportEdge(ctx context.Context, fie
 		return ec.fieldContext_UsageReportEdge_cursor(ctx, field)
 	}
 	return nil, fmt.Errorf("no field named %q was found under type UsageReportEdge", field.Name)
+}
+
+func (ec *executionContext) childFields_UsageRow(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {
+	switch field.Name {
+	case "day":
+		return ec.fieldContext_UsageRow_day(ctx, field)
+	case "agentID":
+		return ec.fieldContext_UsageRow_agentID(ctx, field)
+	case "keyID":
+		return ec.fieldContext_UsageRow_keyID(ctx, field)
+	case "requests":
+		return ec.fieldContext_UsageRow_requests(ctx, field)
+	case "errors":
+		return ec.fieldContext_UsageRow_errors(ctx, field)
+	case "inputTokens":
+		return ec.fieldContext_UsageRow_inputTokens(ctx, field)
+	case "outputTokens":
+		return ec.fieldContext_UsageRow_outputTokens(ctx, field)
+	case "avgMs":
+		return ec.fieldContext_UsageRow_avgMs(ctx, field)
+	case "p95Ms":
+		return ec.fieldContext_UsageRow_p95Ms(ctx, field)
+	}
+	return nil, fmt.Errorf("no field named %q was found under type UsageRow", field.Name)
 }
 
 func (ec *executionContext) childFields_UsageStats(ctx context.Context, field graphql.CollectedField) (*graphql.FieldContext, error) {

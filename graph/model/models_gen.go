@@ -52,6 +52,35 @@ type ImportFlowPayload struct {
 	Report *flowcheck.Report `json:"report"`
 }
 
+// What to report on. Rows are always limited to what the caller may see (a buyer its
+// tenants' calls, a provider the calls to its agents). from/to are UTC days, both included;
+// default: the last 30 days; at most 366 days.
+type UsageFilter struct {
+	TenantID         *pulid.ID  `json:"tenantID,omitempty"`
+	ProviderTenantID *pulid.ID  `json:"providerTenantID,omitempty"`
+	ConfigID         *pulid.ID  `json:"configID,omitempty"`
+	AgentID          *pulid.ID  `json:"agentID,omitempty"`
+	KeyID            *pulid.ID  `json:"keyID,omitempty"`
+	From             *time.Time `json:"from,omitempty"`
+	To               *time.Time `json:"to,omitempty"`
+}
+
+type UsageRow struct {
+	// Set when grouping by DAY.
+	Day *time.Time `json:"day,omitempty"`
+	// Set when grouping by AGENT.
+	AgentID *pulid.ID `json:"agentID,omitempty"`
+	// Set when grouping by KEY.
+	KeyID        *pulid.ID `json:"keyID,omitempty"`
+	Requests     int       `json:"requests"`
+	Errors       int       `json:"errors"`
+	InputTokens  int       `json:"inputTokens"`
+	OutputTokens int       `json:"outputTokens"`
+	AvgMs        float64   `json:"avgMs"`
+	// Estimated from the rollups' latency histogram.
+	P95Ms float64 `json:"p95Ms"`
+}
+
 // What to watch. A buyer names one of its tenants (tenantID); a provider names one of its
 // tenants as the seller (providerTenantID) to watch all buyers of its agents; a platform
 // admin may leave everything empty. configID, agentID and keyID narrow further.
@@ -128,6 +157,63 @@ func (e *Role) UnmarshalJSON(b []byte) error {
 }
 
 func (e Role) MarshalJSON() ([]byte, error) {
+	var buf bytes.Buffer
+	e.MarshalGQL(&buf)
+	return buf.Bytes(), nil
+}
+
+type UsageGroupBy string
+
+const (
+	UsageGroupByDay   UsageGroupBy = "DAY"
+	UsageGroupByAgent UsageGroupBy = "AGENT"
+	UsageGroupByKey   UsageGroupBy = "KEY"
+)
+
+var AllUsageGroupBy = []UsageGroupBy{
+	UsageGroupByDay,
+	UsageGroupByAgent,
+	UsageGroupByKey,
+}
+
+func (e UsageGroupBy) IsValid() bool {
+	switch e {
+	case UsageGroupByDay, UsageGroupByAgent, UsageGroupByKey:
+		return true
+	}
+	return false
+}
+
+func (e UsageGroupBy) String() string {
+	return string(e)
+}
+
+func (e *UsageGroupBy) UnmarshalGQL(v any) error {
+	str, ok := v.(string)
+	if !ok {
+		return fmt.Errorf("enums must be strings")
+	}
+
+	*e = UsageGroupBy(str)
+	if !e.IsValid() {
+		return fmt.Errorf("%s is not a valid UsageGroupBy", str)
+	}
+	return nil
+}
+
+func (e UsageGroupBy) MarshalGQL(w io.Writer) {
+	_, _ = fmt.Fprint(w, strconv.Quote(e.String()))
+}
+
+func (e *UsageGroupBy) UnmarshalJSON(b []byte) error {
+	s, err := strconv.Unquote(string(b))
+	if err != nil {
+		return err
+	}
+	return e.UnmarshalGQL(s)
+}
+
+func (e UsageGroupBy) MarshalJSON() ([]byte, error) {
 	var buf bytes.Buffer
 	e.MarshalGQL(&buf)
 	return buf.Bytes(), nil
