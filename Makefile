@@ -44,6 +44,13 @@ bench-gateway:
 bench-subscriptions:
 	$(GO) run ./loadtest/subscriptions $(BENCH_FLAGS)
 
+# Portal usage reads: 1,000,000 usage records over 100 tenants and 45 days bulk-loaded into
+# a scratch PostgreSQL database (as for bench-gateway) with their rollups; prints p50/p99
+# of the dashboard read and of usage(groupBy: DAY) over 30 days, and the usage EXPLAIN.
+# Asserts nothing. BENCH_FLAGS="-records 1000000 -tenants 100 -days 45 -iterations 2000".
+bench-portal:
+	$(GO) run ./loadtest/portal $(BENCH_FLAGS)
+
 # Start-up time of serve --dev (exec to first 200 of /readyz) and idle RSS, median of 5.
 bench-startup:
 	$(GO) run ./loadtest/gateway -role startup $(BENCH_FLAGS)
