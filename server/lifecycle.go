@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"sync"
 	"syscall"
 	"time"
 )
@@ -29,6 +30,19 @@ func SignalContext(parent context.Context) (context.Context, context.CancelFunc)
 // srv.Shutdown does not wait for hijacked connections (websocket
 // subscriptions); register their closers with srv.RegisterOnShutdown.
 func Serve(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeout time.Duration, logger *slog.Logger, drains ...func(context.Context) error) error {
+	// Count requests in flight, so that after a forced Close the drains wait for the
+	// handlers that were cut off (they may still be recording usage). Websocket upgrades
+	// are not counted: their handlers live as long as the connection.
+	var inflight sync.WaitGroup
+	if h := srv.Handler; h != nil {
+		srv.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if r.Header.Get("Upgrade") == "" {
+				inflight.Add(1)
+				defer inflight.Done()
+			}
+			h.ServeHTTP(w, r)
+		})
+	}
 	serveErr := make(chan error, 1)
 	go func() { serveErr <- srv.Serve(ln) }()
 	logger.Info("listening", slog.String("addr", ln.Addr().String()))
@@ -52,7 +66,11 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeo
 	defer cancel()
 
 	if serveErr != nil {
-		if err := srv.Shutdown(sctx); err != nil {
+		// Requests get three quarters of the budget; the rest is kept for the drains, so
+		// a request that outlives the deadline cannot starve the usage flush.
+		hctx, hcancel := context.WithTimeout(sctx, shutdownTimeout*3/4)
+		defer hcancel()
+		if err := srv.Shutdown(hctx); err != nil {
 			errs = append(errs, fmt.Errorf("shutdown: %w", err))
 			// Deadline passed with requests still running: cut them off
 			// rather than hang past the orchestrator's grace period.
@@ -61,6 +79,14 @@ func Serve(ctx context.Context, srv *http.Server, ln net.Listener, shutdownTimeo
 		if err := <-serveErr; err != nil && !errors.Is(err, http.ErrServerClosed) {
 			errs = append(errs, fmt.Errorf("serve: %w", err))
 		}
+	}
+	// Handlers cut off by Close return once their contexts are cancelled; wait for them
+	// (within the deadline) before the drains close what they use.
+	done := make(chan struct{})
+	go func() { inflight.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-sctx.Done():
 	}
 
 	for i, drain := range drains {

@@ -29,6 +29,16 @@ func keysCommand(ctx context.Context, args []string, getenv func(string) string,
 		fmt.Fprint(stderr, keysUsage)
 		return errors.New("keys: no subcommand")
 	}
+	// The subcommand is checked before anything is loaded: `keys -h` needs no database.
+	switch args[0] {
+	case "create", "revoke", "rotate":
+	case "-h", "--help", "help":
+		fmt.Fprint(stdout, keysUsage)
+		return nil
+	default:
+		fmt.Fprint(stderr, keysUsage)
+		return fmt.Errorf("keys: unknown subcommand %q", args[0])
+	}
 	fs := flag.NewFlagSet("keys "+args[0], flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	configID := fs.String("config", "", "config id the key may invoke")

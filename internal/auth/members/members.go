@@ -27,7 +27,8 @@ func New(client *ent.Client) *Source { return &Source{client: client} }
 func (s *Source) Memberships(ctx context.Context, v *auth.Viewer) ([]auth.TenantMembership, error) {
 	sys := auth.SystemContext(ctx)
 	rows, err := s.client.Membership.Query().
-		Where(membership.Subject(v.Subject)).
+		// A suspended or closed tenant grants nothing, however the person belongs to it.
+		Where(membership.Subject(v.Subject), membership.HasTenantWith(tenant.StatusEQ(tenant.StatusActive))).
 		Select(membership.FieldTenantID, membership.FieldRole).
 		All(sys)
 	if err != nil {

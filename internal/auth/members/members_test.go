@@ -62,7 +62,8 @@ func TestMemberships(t *testing.T) {
 				want    []want
 			}{
 				{"rows keep their roles", "alice", nil, []want{
-					{"acme", auth.TenantAdmin}, {"beta", auth.TenantOwner}, {"frozen", auth.TenantMember}}},
+					// frozen is suspended: a row there grants nothing while it is.
+					{"acme", auth.TenantAdmin}, {"beta", auth.TenantOwner}}},
 				{"another subject's rows", "bob", nil, []want{{"gamma", auth.TenantOwner}, {"acme", auth.TenantMember}}},
 				{"no rows, no claims", "carol", nil, nil},
 				{"claims grant member of active tenants only", "carol", []string{"acme", "frozen", "gone", "nope", ""}, []want{
@@ -70,7 +71,7 @@ func TestMemberships(t *testing.T) {
 				{"claims for several tenants", "carol", []string{"gamma", "delta"}, []want{
 					{"gamma", auth.TenantMember}, {"delta", auth.TenantMember}}},
 				{"rows win over claims", "alice", []string{"acme", "beta", "delta"}, []want{
-					{"acme", auth.TenantAdmin}, {"beta", auth.TenantOwner}, {"frozen", auth.TenantMember}, {"delta", auth.TenantMember}}},
+					{"acme", auth.TenantAdmin}, {"beta", auth.TenantOwner}, {"delta", auth.TenantMember}}},
 				{"claimed slugs are not case folded", "carol", []string{"ACME"}, nil},
 				{"empty subject matches no invitation", "", nil, nil},
 			} {
