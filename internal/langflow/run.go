@@ -158,7 +158,10 @@ type runDoc struct {
 }
 
 // componentDoc is one output component's result: the places answerText and
-// componentUsage look in.
+// runUsage look in. outputs, messages and artifacts hold only the later
+// fallbacks, which a chat output never needs (its results.message.text
+// answers): they are kept as raw JSON and decoded only when asked (see
+// lazyDoc).
 type componentDoc struct {
 	Results struct {
 		Message struct {
@@ -179,18 +182,34 @@ type componentDoc struct {
 			Text any `json:"text"`
 		} `json:"text"`
 	} `json:"results"`
-	Outputs struct {
-		Message struct {
-			Message any `json:"message"`
-		} `json:"message"`
-	} `json:"outputs"`
-	Messages []struct {
-		Message any `json:"message"`
-	} `json:"messages"`
-	Artifacts struct {
-		Message any `json:"message"`
-	} `json:"artifacts"`
-	Usage *usageDoc `json:"usage"`
+	Outputs   lazyDoc   `json:"outputs"`
+	Messages  lazyDoc   `json:"messages"`
+	Artifacts lazyDoc   `json:"artifacts"`
+	Usage     *usageDoc `json:"usage"`
+}
+
+// lazyDoc is a JSON value kept undecoded. It aliases the input, which
+// parseRunResult keeps unchanged (it is the result's Raw), so it costs no
+// copy; decode reads it like the typed decode would have.
+type lazyDoc []byte
+
+func (l *lazyDoc) UnmarshalJSON(b []byte) error {
+	*l = b
+	return nil
+}
+
+// decode fills v from the value, if any; a value of the wrong shape leaves
+// v's fields empty, as a field of the wrong type in the typed decode does.
+func (l lazyDoc) decode(v any) {
+	if len(l) > 0 {
+		_ = json.Unmarshal(l, v)
+	}
+}
+
+// messageField is where the later fallbacks keep the answer: {"message": {"message": X}} for outputs,
+// [{"message": X}] for messages, {"message": X} for artifacts.
+type messageField struct {
+	Message any `json:"message"`
 }
 
 // usageDoc is a usage object in either naming (see usageOf). A usage value
@@ -341,16 +360,24 @@ func answerLookup(o *componentDoc, l int) (string, bool) {
 	case 1:
 		return stringOf(o.Results.Message.Data.Text)
 	case 2:
-		return textOf(o.Outputs.Message.Message)
+		var v struct {
+			Message messageField `json:"message"`
+		}
+		o.Outputs.decode(&v)
+		return textOf(v.Message.Message)
 	case 3:
 		return stringOf(o.Results.Text.Text)
 	case 4:
-		if len(o.Messages) == 0 {
+		var v []messageField
+		o.Messages.decode(&v)
+		if len(v) == 0 {
 			return "", false
 		}
-		return textOf(o.Messages[0].Message)
+		return textOf(v[0].Message)
 	case 5:
-		return textOf(o.Artifacts.Message)
+		var v messageField
+		o.Artifacts.decode(&v)
+		return textOf(v.Message)
 	}
 	return "", false
 }
