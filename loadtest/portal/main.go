@@ -7,6 +7,7 @@
 //   - usage(groupBy: DAY) over the last 30 days, through report.Service;
 //   - the dashboard read: the tenant's subscriptions with their configs and keys (one ent
 //     query with eager loads, as the GraphQL resolvers do it) plus that usage call;
+//   - the "recent calls" list: the newest 100 raw records;
 //
 // printing p50/p90/p99/max of each, the statements per read, and the EXPLAIN ANALYZE of
 // the usage statement. It asserts nothing: the machines it runs on are shared.
@@ -27,6 +28,7 @@ import (
 	"math"
 	"math/rand/v2"
 	"os"
+	"runtime"
 	"slices"
 	"strings"
 	"time"
@@ -368,9 +370,13 @@ func measure(ctx context.Context, db *database.DB, configs []config, o options, 
 			_, err := dashboard(ctx, client, svc)
 			return err
 		}},
+		{"recent calls (newest 100 raw records)", func(ctx context.Context) error {
+			_, err := svc.Recent(ctx, report.Filter{}, report.MaxRecent)
+			return err
+		}},
 	}
-	fmt.Printf("%d iterations each, one buyer tenant per iteration (round robin over %d), sequential; load %s\n",
-		o.iterations, len(tenants), h.LoadAvg())
+	fmt.Printf("%d iterations each, one buyer tenant per iteration (round robin over %d), sequential; %d CPUs, load %s\n",
+		o.iterations, len(tenants), runtime.NumCPU(), h.LoadAvg())
 	for _, k := range kinds {
 		for i := range 50 { // warm-up: connections, plan cache
 			if err := k.read(viewer(ctx, tenants[i%len(tenants)])); err != nil {
