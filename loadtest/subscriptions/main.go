@@ -18,7 +18,7 @@
 //
 // It asserts nothing about timings.
 //
-//	go run ./loadtest/subscriptions [-subscribers 1000] [-tenants 100] [-rate 200] [-duration 20s] [-db URL] [-bin PATH]
+//	go run ./loadtest/subscriptions [-subscribers 1000] [-tenants 100] [-rate 200] [-duration 20s] [-recent=false] [-db URL] [-bin PATH]
 //
 // Linux only for memory and CPU figures (/proc). Every phase has a fixed length and
 // every helper process stops with the run (SIGTERM, Pdeathsig, and its own -lifetime).
@@ -47,6 +47,7 @@ func main() {
 	flag.Float64Var(&o.configShare, "config-share", 0.1, "share of buyer subscriptions that also name the config")
 	flag.StringVar(&o.dbURL, "db", h.EnvOr("BENCH_DATABASE_URL", os.Getenv("TEST_DATABASE_URL")), "PostgreSQL server URL; a scratch database is created and dropped")
 	flag.StringVar(&o.bin, "bin", "", "use this agentregistry binary instead of building one (e.g. to keep it for perf symbols)")
+	flag.BoolVar(&o.recent, "recent", true, "select recent { requestID } in each message (false: the day count only, to see what the list costs)")
 	flag.BoolVar(&o.hold, "perf-pause", false, "print the service pid and wait 3s before the loaded run (to attach perf)")
 	flag.Parse()
 

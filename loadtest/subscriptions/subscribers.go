@@ -30,6 +30,7 @@ const (
 // spec is what the subscribers role holds open, written by the parent.
 type spec struct {
 	URL   string     `json:"url"`
+	Query string     `json:"query"` // with one %s for the filter
 	Conns []connSpec `json:"conns"`
 }
 
@@ -43,8 +44,13 @@ type subSpec struct {
 	Filter string `json:"filter"` // GraphQL input literal
 }
 
-// The selection: what a message must carry to tell which calls it reflects.
-const query = `subscription { usageStats(filter: %s) { day { requests } recent { requestID } resynced } }`
+// The selections: what a message must carry to tell which calls it reflects. The day
+// count alone is enough (see analyze); recent is what a dashboard shows, and it is a
+// list, which costs the service more per message (-recent=false measures without it).
+const (
+	queryRecent = `subscription { usageStats(filter: %s) { day { requests } recent { requestID } resynced } }`
+	queryCounts = `subscription { usageStats(filter: %s) { day { requests } resynced } }`
+)
 
 // subResult is what one subscription saw. Times are Unix nanoseconds taken the moment
 // the frame was read, before decoding.
@@ -79,6 +85,9 @@ func runSubscribers(specPath, outPath string, lifetime time.Duration) error {
 	var sp spec
 	if err := json.Unmarshal(b, &sp); err != nil {
 		return err
+	}
+	if sp.Query == "" {
+		sp.Query = queryRecent
 	}
 	if _, err := h.RaiseFileLimit(); err != nil {
 		fmt.Fprintln(os.Stderr, "file limit:", err)
@@ -118,7 +127,7 @@ func runSubscribers(specPath, outPath string, lifetime time.Duration) error {
 		go func() {
 			defer wg.Done()
 			sem <- struct{}{}
-			err := sc.open(ctx, sp.URL, func() { <-sem })
+			err := sc.open(ctx, sp.URL, sp.Query, func() { <-sem })
 			if err != nil {
 				mu.Lock()
 				rep.ConnErrors = append(rep.ConnErrors, err.Error())
@@ -183,7 +192,7 @@ type subConn struct {
 	hist map[int64]int
 }
 
-func (sc *subConn) open(ctx context.Context, url string, dialed func()) error {
+func (sc *subConn) open(ctx context.Context, url, query string, dialed func()) error {
 	dctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	c, _, err := websocket.Dial(dctx, url, &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})

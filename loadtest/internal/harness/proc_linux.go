@@ -74,3 +74,29 @@ func CPUTime(pid int) (float64, error) {
 	}
 	return (ut + st) / 100, nil // USER_HZ is 100 on every Linux Go supports
 }
+
+// MachineCPU returns the busy and total CPU time of the whole machine so far (from the
+// first line of /proc/stat, in clock ticks): the difference over a run says how much of
+// the machine was used, by the tool's processes and by everyone else's.
+func MachineCPU() (busy, total float64, err error) {
+	b, err := os.ReadFile("/proc/stat")
+	if err != nil {
+		return 0, 0, err
+	}
+	line, _, _ := strings.Cut(string(b), "\n")
+	f := strings.Fields(line)
+	if len(f) < 5 || f[0] != "cpu" {
+		return 0, 0, fmt.Errorf("unexpected /proc/stat")
+	}
+	for i, v := range f[1:] {
+		x, err := strconv.ParseFloat(v, 64)
+		if err != nil {
+			return 0, 0, fmt.Errorf("unexpected /proc/stat")
+		}
+		total += x
+		if i != 3 && i != 4 { // idle and iowait
+			busy += x
+		}
+	}
+	return busy, total, nil
+}

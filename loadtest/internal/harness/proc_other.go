@@ -18,3 +18,5 @@ func ProcStatusKB(int, string) (int64, error) { return 0, errNoProc }
 func RaiseFileLimit() (uint64, error) { return 0, errNoProc }
 
 func CPUTime(int) (float64, error) { return 0, errNoProc }
+
+func MachineCPU() (busy, total float64, err error) { return 0, 0, errNoProc }
