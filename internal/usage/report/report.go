@@ -84,7 +84,7 @@ type Row struct {
 // means unlimited.
 type QuotaUse struct {
 	PeriodStart   time.Time
-	PeriodEnd     time.Time // exclusive
+	PeriodEnd     time.Time // exclusive; always set
 	Requests      int64
 	RequestsLimit int64
 	Tokens        int64
@@ -326,8 +326,10 @@ func Quantile(q float64, counts []int64) float64 {
 }
 
 // Quota returns the use of a subscription's plan limits over the subscription's current
-// period: its stored period when that has begun and not ended, the current UTC month
-// otherwise. Usage is summed per day from the rollups of the subscription's config, so a
+// period: its stored period (start and end) when now lies within it, the current UTC
+// month otherwise, so PeriodEnd is always set. The gateway enforces the plan's limits per
+// calendar month (usage.Quota); the two agree for subscriptions created here, whose
+// period is the month. Usage is summed per day from the rollups of the subscription's config, so a
 // period starting mid-day counts that whole day. A subscription the caller may not see
 // is not found (ent's NotFoundError).
 func (s *Service) Quota(ctx context.Context, subscriptionID pulid.ID) (QuotaUse, error) {
@@ -339,11 +341,8 @@ func (s *Service) Quota(ctx context.Context, subscriptionID pulid.ID) (QuotaUse,
 	now := s.now().UTC()
 	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
 	end := start.AddDate(0, 1, 0)
-	if ps, pe := sub.CurrentPeriodStart, sub.CurrentPeriodEnd; ps != nil && !ps.After(now) && (pe == nil || pe.After(now)) {
-		start, end = ps.UTC(), time.Time{}
-		if pe != nil {
-			end = pe.UTC()
-		}
+	if ps, pe := sub.CurrentPeriodStart, sub.CurrentPeriodEnd; ps != nil && pe != nil && !ps.After(now) && pe.After(now) {
+		start, end = ps.UTC(), pe.UTC()
 	}
 	use := QuotaUse{PeriodStart: start, PeriodEnd: end}
 	if p := sub.Edges.Plan; p != nil {
@@ -354,10 +353,7 @@ func (s *Service) Quota(ctx context.Context, subscriptionID pulid.ID) (QuotaUse,
 		return use, nil // no config, no calls
 	}
 	preds := []predicate.UsageDaily{
-		usagedaily.TenantID(sub.TenantID), usagedaily.ConfigID(cfg.ID), usagedaily.DayGTE(dayOf(start)),
-	}
-	if !end.IsZero() {
-		preds = append(preds, usagedaily.DayLT(end))
+		usagedaily.TenantID(sub.TenantID), usagedaily.ConfigID(cfg.ID), usagedaily.DayGTE(dayOf(start)), usagedaily.DayLT(end),
 	}
 	var sums []struct {
 		Requests sql.NullInt64 `json:"requests"`

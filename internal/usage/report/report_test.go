@@ -3,7 +3,6 @@ package report
 import (
 	"context"
 	"errors"
-	"fmt"
 	"math"
 	"reflect"
 	"slices"
@@ -71,12 +70,9 @@ func newScope(tenant, provider pulid.ID) scope {
 	return scope{tenant, provider, pulid.MustNew("cfg"), pulid.MustNew("agt"), pulid.MustNew("key")}
 }
 
-var seq int
-
 func (s scope) ev(status int, in, out, ms int64, at time.Time) usage.Event {
-	seq++
 	return usage.Event{
-		RequestID: fmt.Sprintf("r-%s-%d", s.key, seq), TenantID: s.tenant, ProviderTenantID: s.provider,
+		RequestID: string(pulid.MustNew("req")), TenantID: s.tenant, ProviderTenantID: s.provider,
 		ConfigID: s.config, AgentID: s.agent, APIKeyID: s.key, Status: status,
 		InputTokens: in, OutputTokens: out, ElapsedMS: ms, StartedAt: at,
 	}
@@ -476,6 +472,17 @@ func TestQuota(t *testing.T) {
 		}
 		if _, err := svc.Quota(viewer(pulid.MustNew("ten")), sub.ID); !ent.IsNotFound(err) {
 			t.Errorf("stranger: err = %v, want not found", err)
+		}
+
+		// A stored period that has ended (a lapsed renewal): the calendar month.
+		mayStart, mayEnd := time.Date(2026, 5, 1, 0, 0, 0, 0, time.UTC), time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)
+		sub3, _ := fixture(t, db.Client, 1, 1, &mayStart, &mayEnd)
+		got, err = svc.Quota(viewer(sub3.TenantID), sub3.ID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !got.PeriodStart.Equal(time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)) || !got.PeriodEnd.Equal(time.Date(2026, 7, 1, 0, 0, 0, 0, time.UTC)) {
+			t.Errorf("lapsed period: %v .. %v, want June", got.PeriodStart, got.PeriodEnd)
 		}
 
 		// Without a stored period: the calendar month.
