@@ -5,6 +5,7 @@ package ent
 import (
 	"github.com/gsvdev/agentregistry/ent/agentconfig"
 	"github.com/gsvdev/agentregistry/ent/plan"
+	"github.com/gsvdev/agentregistry/ent/tenant"
 )
 
 // CreateAgentInput represents a mutation input for creating agents.
@@ -249,6 +250,84 @@ func (c *PlanUpdate) SetInput(i UpdatePlanInput) *PlanUpdate {
 
 // SetInput applies the change-set in the UpdatePlanInput on the PlanUpdateOne builder.
 func (c *PlanUpdateOne) SetInput(i UpdatePlanInput) *PlanUpdateOne {
+	i.Mutate(c.Mutation())
+	return c
+}
+
+// CreateTenantInput represents a mutation input for creating tenants.
+type CreateTenantInput struct {
+	Name               string
+	Slug               string
+	WaldurCustomerUUID *string
+	StripeCustomerID   *string
+	Status             *tenant.Status
+}
+
+// Mutate applies the CreateTenantInput on the TenantMutation builder.
+func (i *CreateTenantInput) Mutate(m *TenantMutation) {
+	m.SetName(i.Name)
+	m.SetSlug(i.Slug)
+	if v := i.WaldurCustomerUUID; v != nil {
+		m.SetWaldurCustomerUUID(*v)
+	}
+	if v := i.StripeCustomerID; v != nil {
+		m.SetStripeCustomerID(*v)
+	}
+	if v := i.Status; v != nil {
+		m.SetStatus(*v)
+	}
+}
+
+// SetInput applies the change-set in the CreateTenantInput on the TenantCreate builder.
+func (c *TenantCreate) SetInput(i CreateTenantInput) *TenantCreate {
+	i.Mutate(c.Mutation())
+	return c
+}
+
+// UpdateTenantInput represents a mutation input for updating tenants.
+type UpdateTenantInput struct {
+	Name                    *string
+	Slug                    *string
+	ClearWaldurCustomerUUID bool
+	WaldurCustomerUUID      *string
+	ClearStripeCustomerID   bool
+	StripeCustomerID        *string
+	Status                  *tenant.Status
+}
+
+// Mutate applies the UpdateTenantInput on the TenantMutation builder.
+func (i *UpdateTenantInput) Mutate(m *TenantMutation) {
+	if v := i.Name; v != nil {
+		m.SetName(*v)
+	}
+	if v := i.Slug; v != nil {
+		m.SetSlug(*v)
+	}
+	if i.ClearWaldurCustomerUUID {
+		m.ClearWaldurCustomerUUID()
+	}
+	if v := i.WaldurCustomerUUID; v != nil {
+		m.SetWaldurCustomerUUID(*v)
+	}
+	if i.ClearStripeCustomerID {
+		m.ClearStripeCustomerID()
+	}
+	if v := i.StripeCustomerID; v != nil {
+		m.SetStripeCustomerID(*v)
+	}
+	if v := i.Status; v != nil {
+		m.SetStatus(*v)
+	}
+}
+
+// SetInput applies the change-set in the UpdateTenantInput on the TenantUpdate builder.
+func (c *TenantUpdate) SetInput(i UpdateTenantInput) *TenantUpdate {
+	i.Mutate(c.Mutation())
+	return c
+}
+
+// SetInput applies the change-set in the UpdateTenantInput on the TenantUpdateOne builder.
+func (c *TenantUpdateOne) SetInput(i UpdateTenantInput) *TenantUpdateOne {
 	i.Mutate(c.Mutation())
 	return c
 }

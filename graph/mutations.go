@@ -3,6 +3,7 @@ package graph
 import (
 	"context"
 	"fmt"
+	"strings"
 	"time"
 
 	"github.com/gsvdev/agentregistry/ent"
@@ -104,4 +105,23 @@ func (r *Resolver) importFlow(ctx context.Context, agentID pulid.ID, definition 
 		return nil, err
 	}
 	return &model.ImportFlowPayload{Flow: f, Report: &rep}, nil
+}
+
+// addMember adds a person to a tenant by subject or email; the policy decides who may
+// (platform admins, the tenant's owners and admins).
+func (r *Resolver) addMember(ctx context.Context, in model.AddMemberInput) (*ent.Membership, error) {
+	subject, email := strings.TrimSpace(deref(in.Subject)), strings.TrimSpace(deref(in.Email))
+	switch {
+	case subject == "" && email == "":
+		return nil, apperr.Invalid("input.subject", "give the person's subject or email")
+	case email != "" && (len(email) > 320 || !strings.Contains(email, "@")):
+		return nil, apperr.Invalid("input.email", "not an email address")
+	case len(subject) > 255:
+		return nil, apperr.Invalid("input.subject", "subject is too long")
+	}
+	create := r.client.Membership.Create().SetTenantID(in.TenantID).SetRole(in.Role).SetEmail(email)
+	if subject != "" {
+		create.SetSubject(subject)
+	}
+	return create.Save(ctx)
 }

@@ -3,7 +3,6 @@ package graph
 import (
 	"context"
 
-	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/graph/model"
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/usage/live"
@@ -41,11 +40,13 @@ func usageFilter(ctx context.Context, in model.UsageStatsFilter) (live.Filter, e
 	return f, nil
 }
 
-func deref(id *pulid.ID) pulid.ID {
-	if id == nil {
-		return ""
+// deref returns *p, or the zero value for nil.
+func deref[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
 	}
-	return *id
+	return *p
 }
 
 // usageStats subscribes and adapts the hub's values to the pointers gqlgen sends. The

@@ -48,7 +48,7 @@ func (Membership) Annotations() []schema.Annotation {
 }
 
 // Policy of the Membership.
-func (Membership) Policy() ent.Policy { return adminWrites() }
+func (Membership) Policy() ent.Policy { return memberManagers() }
 
 // Interceptors of the Membership.
 func (Membership) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterOwned()} }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"regexp"
+	"slices"
 
 	"entgo.io/ent"
 	"entgo.io/ent/dialect/sql"
@@ -160,6 +161,42 @@ func writableBy(role auth.Role) ent.Policy {
 	return privacy.Policy{
 		Mutation: privacy.MutationPolicy{allowSystemOrAdmin(), tenantWriter(role), privacy.AlwaysDenyRule()},
 	}
+}
+
+// memberManagers governs memberships: platform admins, and the owners and admins of the
+// membership's tenant.
+func memberManagers() ent.Policy {
+	return privacy.Policy{
+		Mutation: privacy.MutationPolicy{allowSystemOrAdmin(), tenantManager(), privacy.AlwaysDenyRule()},
+	}
+}
+
+// tenantManager allows a membership write by an owner or admin of its tenant; updates
+// and deletes are narrowed to those tenants like tenantWriter's.
+func tenantManager() privacy.MutationRule {
+	return privacy.MembershipMutationRuleFunc(func(ctx context.Context, m *gen.MembershipMutation) error {
+		v := auth.FromContext(ctx)
+		if v == nil {
+			return privacy.Skip
+		}
+		var managed []any
+		for _, t := range v.Tenants {
+			if t.Role == auth.TenantOwner || t.Role == auth.TenantAdmin {
+				managed = append(managed, string(t.TenantID))
+			}
+		}
+		if len(managed) == 0 {
+			return privacy.Skip
+		}
+		if m.Op().Is(ent.OpCreate) {
+			if id, ok := m.TenantID(); ok && slices.Contains(managed, any(string(id))) {
+				return privacy.Allow
+			}
+			return privacy.Denyf("not an owner or admin of the tenant")
+		}
+		m.WhereP(func(s *sql.Selector) { s.Where(sql.In(s.C("tenant_id"), managed...)) })
+		return privacy.Allow
+	})
 }
 
 // tenantWriter allows a write by a member of the row's tenant who holds role.

@@ -44,6 +44,7 @@ func (Tenant) Annotations() []schema.Annotation {
 		// Listing every tenant is the platform admin's; members reach theirs through viewer.
 		entgql.QueryField().Directives(adminRole()),
 		entgql.MultiOrder(),
+		entgql.Mutations(entgql.MutationCreate(), entgql.MutationUpdate()),
 	}
 }
 

@@ -290,24 +290,28 @@ type ComplexityRoot struct {
 	}
 
 	Mutation struct {
+		AddMember          func(childComplexity int, input model.AddMemberInput) int
 		ArchiveAgent       func(childComplexity int, id pulid.ID) int
 		ArchivePlan        func(childComplexity int, id pulid.ID) int
 		CreateAgent        func(childComplexity int, tenantID pulid.ID, input ent.CreateAgentInput) int
 		CreateKey          func(childComplexity int, input model.CreateKeyInput) int
 		CreatePlan         func(childComplexity int, agentID pulid.ID, input ent.CreatePlanInput) int
 		CreateSubscription func(childComplexity int, input model.CreateSubscriptionInput) int
+		CreateTenant       func(childComplexity int, input ent.CreateTenantInput) int
 		DeleteDocument     func(childComplexity int, id pulid.ID) int
 		DeprovisionFlow    func(childComplexity int, id pulid.ID) int
 		EmbedSnippet       func(childComplexity int, configID pulid.ID) int
 		ImportFlow         func(childComplexity int, agentID pulid.ID, definition string) int
 		ProvisionFlow      func(childComplexity int, id pulid.ID) int
 		PublishAgent       func(childComplexity int, id pulid.ID) int
+		RemoveMember       func(childComplexity int, id pulid.ID) int
 		RevokeKey          func(childComplexity int, id pulid.ID) int
 		RotateKey          func(childComplexity int, id pulid.ID, graceSeconds *int) int
 		UnpublishAgent     func(childComplexity int, id pulid.ID) int
 		UpdateAgent        func(childComplexity int, id pulid.ID, input ent.UpdateAgentInput) int
 		UpdateAgentConfig  func(childComplexity int, id pulid.ID, input ent.UpdateAgentConfigInput) int
 		UpdatePlan         func(childComplexity int, id pulid.ID, input ent.UpdatePlanInput) int
+		UpdateTenant       func(childComplexity int, id pulid.ID, input ent.UpdateTenantInput) int
 		UploadDocument     func(childComplexity int, configID pulid.ID, file graphql.Upload) int
 		ValidateFlow       func(childComplexity int, definition string) int
 	}
@@ -1653,6 +1657,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 
 		return e.ComplexityRoot.MembershipEdge.Node(childComplexity), true
 
+	case "Mutation.addMember":
+		if e.ComplexityRoot.Mutation.AddMember == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_addMember_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.AddMember(childComplexity, args["input"].(model.AddMemberInput)), true
 	case "Mutation.archiveAgent":
 		if e.ComplexityRoot.Mutation.ArchiveAgent == nil {
 			break
@@ -1719,6 +1734,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.CreateSubscription(childComplexity, args["input"].(model.CreateSubscriptionInput)), true
+	case "Mutation.createTenant":
+		if e.ComplexityRoot.Mutation.CreateTenant == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_createTenant_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.CreateTenant(childComplexity, args["input"].(ent.CreateTenantInput)), true
 	case "Mutation.deleteDocument":
 		if e.ComplexityRoot.Mutation.DeleteDocument == nil {
 			break
@@ -1785,6 +1811,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.PublishAgent(childComplexity, args["id"].(pulid.ID)), true
+	case "Mutation.removeMember":
+		if e.ComplexityRoot.Mutation.RemoveMember == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_removeMember_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.RemoveMember(childComplexity, args["id"].(pulid.ID)), true
 	case "Mutation.revokeKey":
 		if e.ComplexityRoot.Mutation.RevokeKey == nil {
 			break
@@ -1851,6 +1888,17 @@ func (e *executableSchema) Complexity(ctx context.Context, typeName, field strin
 		}
 
 		return e.ComplexityRoot.Mutation.UpdatePlan(childComplexity, args["id"].(pulid.ID), args["input"].(ent.UpdatePlanInput)), true
+	case "Mutation.updateTenant":
+		if e.ComplexityRoot.Mutation.UpdateTenant == nil {
+			break
+		}
+
+		args, err := ec.field_Mutation_updateTenant_args(ctx, rawArgs)
+		if err != nil {
+			return 0, false
+		}
+
+		return e.ComplexityRoot.Mutation.UpdateTenant(childComplexity, args["id"].(pulid.ID), args["input"].(ent.UpdateTenantInput)), true
 	case "Mutation.uploadDocument":
 		if e.ComplexityRoot.Mutation.UploadDocument == nil {
 			break
@@ -3124,6 +3172,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 	inputUnmarshalMap := graphql.BuildUnmarshalerMap(
 		ec.unmarshalInputAPIKeyOrder,
 		ec.unmarshalInputAPIKeyWhereInput,
+		ec.unmarshalInputAddMemberInput,
 		ec.unmarshalInputAgentConfigOrder,
 		ec.unmarshalInputAgentConfigWhereInput,
 		ec.unmarshalInputAgentOrder,
@@ -3134,6 +3183,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		ec.unmarshalInputCreateKeyInput,
 		ec.unmarshalInputCreatePlanInput,
 		ec.unmarshalInputCreateSubscriptionInput,
+		ec.unmarshalInputCreateTenantInput,
 		ec.unmarshalInputDocumentOrder,
 		ec.unmarshalInputDocumentWhereInput,
 		ec.unmarshalInputFlowOrder,
@@ -3149,6 +3199,7 @@ func (e *executableSchema) Exec(ctx context.Context) graphql.ResponseHandler {
 		ec.unmarshalInputUpdateAgentConfigInput,
 		ec.unmarshalInputUpdateAgentInput,
 		ec.unmarshalInputUpdatePlanInput,
+		ec.unmarshalInputUpdateTenantInput,
 		ec.unmarshalInputUsageDailyOrder,
 		ec.unmarshalInputUsageDailyWhereInput,
 		ec.unmarshalInputUsageFilter,
@@ -3251,6 +3302,26 @@ func newExecutionContext(
 }
 
 var sources = []*ast.Source{
+	{Name: "../schema/admin.graphqls", Input: `# Tenants and memberships: what the original system did in its Django admin.
+
+input AddMemberInput {
+  tenantID: ID!
+  "Keycloak subject of the person, when known."
+  subject: String
+  "Email of the person; an invitation by email is bound to a subject by an admin for now."
+  email: String
+  role: MembershipRole! = member
+}
+
+extend type Mutation {
+  createTenant(input: CreateTenantInput!): Tenant! @hasRole(role: PLATFORM_ADMIN)
+  updateTenant(id: ID!, input: UpdateTenantInput!): Tenant! @hasRole(role: PLATFORM_ADMIN)
+  "Add a person to a tenant (platform admins, and the tenant's owners and admins)."
+  addMember(input: AddMemberInput!): Membership!
+  "Remove a person from a tenant (platform admins, and the tenant's owners and admins)."
+  removeMember(id: ID!): ID!
+}
+`, BuiltIn: false},
 	{Name: "../schema/buyer.graphqls", Input: `# The buyer's documents, widget embedding and links out to Waldur.
 
 scalar Upload
@@ -4436,6 +4507,17 @@ input CreatePlanInput {
   rpmPerKey: Int
   rpmPerTenant: Int
   tweakableFields: [String!]
+}
+"""
+CreateTenantInput is used for create Tenant object.
+Input was generated by ent.
+"""
+input CreateTenantInput {
+  name: String!
+  slug: String!
+  waldurCustomerUUID: String
+  stripeCustomerID: String
+  status: TenantStatus
 }
 """
 Define a Relay Cursor type:
@@ -5985,6 +6067,19 @@ input UpdatePlanInput {
   tweakableFields: [String!]
   appendTweakableFields: [String!]
   clearTweakableFields: Boolean
+}
+"""
+UpdateTenantInput is used for update Tenant object.
+Input was generated by ent.
+"""
+input UpdateTenantInput {
+  name: String
+  slug: String
+  waldurCustomerUUID: String
+  clearWaldurCustomerUUID: Boolean
+  stripeCustomerID: String
+  clearStripeCustomerID: Boolean
+  status: TenantStatus
 }
 type UsageDaily implements Node {
   id: ID!

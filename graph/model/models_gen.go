@@ -16,6 +16,15 @@ import (
 	"github.com/gsvdev/agentregistry/internal/langflow/flowcheck"
 )
 
+type AddMemberInput struct {
+	TenantID pulid.ID `json:"tenantID"`
+	// Keycloak subject of the person, when known.
+	Subject *string `json:"subject,omitempty"`
+	// Email of the person; an invitation by email is bound to a subject by an admin for now.
+	Email *string         `json:"email,omitempty"`
+	Role  membership.Role `json:"role"`
+}
+
 type CreateKeyInput struct {
 	ConfigID pulid.ID    `json:"configID"`
 	Name     string      `json:"name"`

@@ -1,0 +1,65 @@
+package graph_test
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/gsvdev/agentregistry/ent/membership"
+	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/database/dbtest"
+)
+
+// Tenants are the platform admin's; members are managed by the admin and by the
+// tenant's own owners and admins, never by plain members or another tenant's owners.
+func TestTenantAndMemberManagement(t *testing.T) {
+	for _, driver := range dbtest.Drivers(t) {
+		t.Run(driver, func(t *testing.T) {
+			h := newHarness(t, driver)
+			f := newFixtures(t, h.client)
+			own := f.tenant("own-t", "own-owner", membership.RoleOwner)
+			f.tenant("other-t", "other-owner", membership.RoleOwner)
+			f.check(h.client.Membership.Create().SetTenantID(own.Tenant.ID).SetSubject("own-member").SetRole(membership.RoleMember).Exec(f.ctx))
+			admin := h.token("platform", auth.RolePlatformAdmin)
+			owner := h.token("own-owner", auth.RoleCustomer)
+			plain := h.token("own-member", auth.RoleCustomer)
+			stranger := h.token("other-owner", auth.RoleCustomer)
+
+			var ct struct{ CreateTenant struct{ ID, Slug string } }
+			h.post(admin, `mutation { createTenant(input: {name: "Newco", slug: "newco"}) { id slug } }`, nil).decode(t, &ct)
+			if ct.CreateTenant.Slug != "newco" {
+				t.Fatalf("createTenant: %+v", ct)
+			}
+			if r := h.post(owner, `mutation { createTenant(input: {name: "X", slug: "x"}) { id } }`, nil); len(r.Errors) == 0 || r.Errors[0].code() != "FORBIDDEN" {
+				t.Fatalf("createTenant by a customer: %s", r.Raw)
+			}
+
+			add := `mutation($t: ID!, $s: String) { addMember(input: {tenantID: $t, subject: $s, role: admin}) { id role } }`
+			var am struct{ AddMember struct{ ID, Role string } }
+			h.post(owner, add, map[string]any{"t": own.Tenant.ID, "s": "new-person"}).decode(t, &am)
+			if am.AddMember.Role != "admin" {
+				t.Fatalf("owner adding a member: %+v", am)
+			}
+			for name, c := range map[string]struct{ token, tenant string }{
+				"plain member adds":           {plain, string(own.Tenant.ID)},
+				"another tenant's owner adds": {stranger, string(own.Tenant.ID)},
+			} {
+				if r := h.post(c.token, add, map[string]any{"t": c.tenant, "s": "intruder"}); len(r.Errors) == 0 || r.hasData() {
+					t.Errorf("%s: %s", name, r.Raw)
+				}
+			}
+			if r := h.post(owner, `mutation($t: ID!) { addMember(input: {tenantID: $t}) { id } }`, map[string]any{"t": own.Tenant.ID}); len(r.Errors) == 0 || r.Errors[0].code() != "BAD_USER_INPUT" {
+				t.Fatalf("member without subject or email: %s", r.Raw)
+			}
+			// The other tenant's owner cannot remove someone from this tenant: not found.
+			if r := h.post(stranger, `mutation($m: ID!) { removeMember(id: $m) }`, map[string]any{"m": am.AddMember.ID}); len(r.Errors) == 0 || r.Errors[0].code() != "NOT_FOUND" {
+				t.Fatalf("stranger removing a member: %s", r.Raw)
+			}
+			if r := h.post(owner, `mutation($m: ID!) { removeMember(id: $m) }`, map[string]any{"m": am.AddMember.ID}); len(r.Errors) > 0 || !strings.Contains(r.Raw, am.AddMember.ID) {
+				t.Fatalf("owner removing a member: %s", r.Raw)
+			}
+			if n := h.client.Membership.Query().CountX(f.ctx); n != 3 {
+				t.Fatalf("%d memberships left, want 3 (two owners and the plain member)", n)
+			}
+		})
+	}
+}
