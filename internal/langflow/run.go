@@ -140,11 +140,12 @@ const noTextDetail = "langflow response carries no answer text (does the flow en
 // properties, content blocks, timestamps: most of a chat answer) without
 // allocating it, which made the generic decode the gateway's largest CPU cost.
 //
-// Every field whose type Langflow has varied, and every leaf, is an any, so a
-// value of an unexpected type is read exactly as the generic walk read it
-// (textOf, countOf) instead of being coerced; a mismatch deeper down is an
+// Every leaf is an any, so a value of an unexpected type is read exactly as
+// the generic walk read it (textOf, stringOf, firstCount) instead of being
+// coerced; an object or array where another kind was expected is an
 // UnmarshalTypeError that leaves that field at its zero value, which is what
-// the walk saw too ("not there"). One difference remains, inherent to
+// the walk saw too ("not there"). TestParseRunResultMatchesGenericDecode holds
+// the two to the same answers. One difference remains, inherent to
 // encoding/json's struct decoding: object keys also match case-insensitively
 // ("Text" fills text); Langflow never sends such twins.
 type runDoc struct {
@@ -188,9 +189,11 @@ type componentDoc struct {
 	Usage     *usageDoc `json:"usage"`
 }
 
-// lazyDoc is a JSON value kept undecoded. It aliases the input, which
-// parseRunResult keeps unchanged (it is the result's Raw), so it costs no
-// copy; decode reads it like the typed decode would have.
+// lazyDoc is a JSON value kept undecoded. It aliases the buffer being decoded
+// (the input, which parseRunResult keeps unchanged as the result's Raw, or a
+// json.Decoder's buffer that is dropped with it), so it costs no copy; it is
+// only read before parseRunResult returns. decode reads it as the typed decode
+// would have.
 type lazyDoc []byte
 
 func (l *lazyDoc) UnmarshalJSON(b []byte) error {
@@ -206,8 +209,9 @@ func (l lazyDoc) decode(v any) {
 	}
 }
 
-// messageField is where the later fallbacks keep the answer: {"message": {"message": X}} for outputs,
-// [{"message": X}] for messages, {"message": X} for artifacts.
+// messageField is where the later fallbacks keep the answer: outputs is
+// {"message": {"message": X}}, messages [{"message": X}], artifacts
+// {"message": X}.
 type messageField struct {
 	Message any `json:"message"`
 }
