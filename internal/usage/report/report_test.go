@@ -410,6 +410,13 @@ func TestUsageIsOneStatement(t *testing.T) {
 					t.Errorf("%d days, by %s: %d statements, want 1", days, by, n)
 				}
 			}
+			c.Reset()
+			if _, err := svc.Recent(ctx, Filter{}, 10); err != nil {
+				t.Fatal(err)
+			}
+			if n := c.Count(); n != 2 {
+				t.Errorf("%d days, Recent: %d statements, want 2", days, n)
+			}
 		}
 	})
 }
@@ -508,8 +515,10 @@ func TestRecent(t *testing.T) {
 		buyer, provider := pulid.MustNew("ten"), pulid.MustNew("ten")
 		s := newScope(buyer, provider)
 		var events []usage.Event
+		// Hourly over six days: the newest 100 span five days, so the window the rollups
+		// suggest must still hold all of them.
 		for i := range 150 {
-			events = append(events, s.ev(200, 1, 1, 1, now.Add(-time.Duration(i)*time.Minute)))
+			events = append(events, s.ev(200, 1, 1, 1, now.Add(-time.Duration(i)*time.Hour)))
 		}
 		old := s.ev(200, 1, 1, 1, now.Add(-8*24*time.Hour))
 		record(t, db.Client, append(events, old))
@@ -523,8 +532,18 @@ func TestRecent(t *testing.T) {
 		if !slices.IsSortedFunc(got, func(a, b *ent.UsageRecord) int { return b.StartedAt.Compare(a.StartedAt) }) {
 			t.Error("not newest first")
 		}
-		if got[0].RequestID != events[0].RequestID {
-			t.Errorf("first = %s, want the newest %s", got[0].RequestID, events[0].RequestID)
+		for i, r := range got {
+			if r.RequestID != events[i].RequestID {
+				t.Fatalf("row %d = %s (%v), want %s: not the newest 100", i, r.RequestID, r.StartedAt, events[i].RequestID)
+			}
+		}
+		// A day range in the past.
+		got, err = svc.Recent(viewer(buyer), Filter{From: day(-3), To: day(-3)}, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(got) != 24 {
+			t.Errorf("one day: %d rows, want 24", len(got))
 		}
 		got, err = svc.Recent(viewer(buyer), Filter{From: day(-30)}, 0)
 		if err != nil {
