@@ -82,6 +82,7 @@ type Config struct {
 	RedisURL            string
 	RateLimitFailClosed bool
 	UsageAsync          bool
+	UsageRetention      time.Duration
 
 	LangflowURL     string
 	LangflowAPIKey  Secret
@@ -294,6 +295,7 @@ func configSpecs() []varSpec {
 			apply:  func(c *Config, v string) (err error) { c.RateLimitFailClosed, err = parseBool(v); return },
 			show:   func(c *Config) string { return strconv.FormatBool(c.RateLimitFailClosed) },
 		},
+		positiveDuration("USAGE_RETENTION", "720h", "How long raw usage records (the portal's recent calls) are kept; daily rollups, quotas and billing are kept regardless.", func(c *Config) *time.Duration { return &c.UsageRetention }),
 		{
 			VarDoc: VarDoc{Name: "USAGE_ASYNC", Default: "false", Description: "Answer invokes before their usage record commits (lower latency; a crash can lose the last moments of usage). Default: a 2xx answer means its record is committed."},
 			apply:  func(c *Config, v string) (err error) { c.UsageAsync, err = parseBool(v); return },

@@ -61,6 +61,7 @@ func TestLoadConfigProductionDefaults(t *testing.T) {
 		DBMaxOpenConns:       20,
 		DBMaxIdleConns:       10,
 		LangflowTimeout:      60 * time.Second,
+		UsageRetention:       720 * time.Hour,
 		APIKeySigningKeys:    []SigningKey{{"k2", Secret(testSecretA)}, {"k1", Secret(testSecretB)}},
 		APIKeyIssuer:         "agentregistry",
 		DataDir:              "./data",

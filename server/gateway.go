@@ -8,6 +8,7 @@ import (
 	"github.com/gsvdev/agentregistry/gateway"
 	"github.com/gsvdev/agentregistry/internal/apikey"
 	"github.com/gsvdev/agentregistry/internal/apikey/keys"
+	"github.com/gsvdev/agentregistry/internal/jobs"
 	"github.com/gsvdev/agentregistry/internal/langflow"
 	"github.com/gsvdev/agentregistry/internal/langflow/echoruntime"
 	"github.com/gsvdev/agentregistry/internal/ratelimit"
@@ -62,6 +63,11 @@ func (s *Server) buildGateway(ctx context.Context, baseURL string) (*gateway.Gat
 	// One config cache for the gateway and the widget endpoint, so both enforce the same
 	// origins from the same snapshot.
 	s.resolver = gateway.NewEntResolver(s.db.Client, gateway.EntResolverOptions{})
+	// Raw usage records are purged after USAGE_RETENTION by one replica at a time.
+	retention := jobs.NewUsageRetention(s.db, jobs.RetentionOptions{Keep: s.cfg.UsageRetention, Logger: s.logger})
+	runner := jobs.NewRunner(s.db, jobs.Options{Logger: s.logger}, retention.Job())
+	s.background(func(ctx context.Context) { _ = runner.Run(ctx) })
+
 	return gateway.New(gateway.Deps{
 		Verifier:  s.verifier,
 		Resolver:  s.resolver,

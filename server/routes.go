@@ -17,6 +17,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/langflow/provision"
 	"github.com/gsvdev/agentregistry/internal/seed"
 	"github.com/gsvdev/agentregistry/internal/subscriptions"
+	"github.com/gsvdev/agentregistry/internal/usage/report"
 )
 
 // routes is the service's URL map. Every room hands over an http.Handler; this is the
@@ -40,6 +41,7 @@ func (s *Server) routes() http.Handler {
 			Keys:          s.keys,
 			Provisioning:  provision.New(s.db.Client, s.langflow),
 			Documents:     s.documents,
+			Reports:       report.New(s.db.Client, report.Options{Retention: s.cfg.UsageRetention}),
 		},
 		Links:            graph.Links{PublicURL: s.publicURL(), WaldurURL: s.cfg.WaldurURL},
 		LiveUsage:        s.live,
