@@ -21,6 +21,10 @@ import (
 	"github.com/gsvdev/agentregistry/internal/auth/members"
 	"github.com/gsvdev/agentregistry/internal/database"
 	"github.com/gsvdev/agentregistry/internal/database/dbtest"
+	"github.com/gsvdev/agentregistry/internal/langflow"
+	"github.com/gsvdev/agentregistry/internal/langflow/echoruntime"
+	"github.com/gsvdev/agentregistry/internal/langflow/echoruntime/echotest"
+	"github.com/gsvdev/agentregistry/internal/langflow/provision"
 )
 
 // Limits the harness serves with, as production configures them.
@@ -64,8 +68,15 @@ func newHarness(t *testing.T, driver string, opts ...harnessOption) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
+	_, lfSrv := echotest.Start(t, echoruntime.Options{})
+	lf, err := langflow.New(langflow.Options{BaseURL: lfSrv.URL})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(lf.Close)
 	gopts := graph.Options{
-		Services:      graph.Services{Keys: keys.New(h.client, keyring, nil)},
+		Services:      graph.Services{Keys: keys.New(h.client, keyring, nil), Provisioning: provision.New(h.client, lf)},
+		Links:         graph.Links{PublicURL: "http://widget.test"},
 		MaxComplexity: maxComplexity,
 		MaxDepth:      maxDepth,
 		MaxPageSize:   maxPageSize,

@@ -1,6 +1,7 @@
 package server_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -11,6 +12,9 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/gsvdev/agentregistry/internal/database"
+	"github.com/gsvdev/agentregistry/internal/database/dbtest"
 )
 
 // fixturesDir finds ../shared/fixtures/langflow beside the repository. Tests skip when
@@ -66,7 +70,24 @@ func gqlOK(t *testing.T, base, token, query string, vars map[string]any, out any
 // gateway of a running dev server (the built-in echo runtime plays Langflow).
 func TestProviderAndBuyerJourneys(t *testing.T) {
 	fx := fixturesDir(t)
-	base, creds, _, _ := startDev(t)
+	for _, driver := range dbtest.Drivers(t) {
+		t.Run(driver, func(t *testing.T) {
+			url := ""
+			if driver == database.DriverPostgres {
+				dsn, drop, err := dbtest.CreatePostgresDatabase(context.Background(), dbtest.PostgresURL(t), "t")
+				if err != nil {
+					t.Fatal(err)
+				}
+				t.Cleanup(drop)
+				url = dsn
+			}
+			journeys(t, fx, url)
+		})
+	}
+}
+
+func journeys(t *testing.T, fx, databaseURL string) {
+	base, creds, _, _ := startDevOn(t, databaseURL)
 	prov, admin, cust := creds["provider token"], creds["admin token"], creds["customer token"]
 
 	var me struct {

@@ -20,10 +20,19 @@ import (
 // data directory, and returns its base URL and the banner's `dev <name>: <value>` lines.
 func startDev(t *testing.T) (string, map[string]string, context.CancelFunc, <-chan error) {
 	t.Helper()
+	return startDevOn(t, "")
+}
+
+// startDevOn is startDev on the given database URL ("" for a SQLite file).
+func startDevOn(t *testing.T, databaseURL string) (string, map[string]string, context.CancelFunc, <-chan error) {
+	t.Helper()
 	dir := t.TempDir()
+	if databaseURL == "" {
+		databaseURL = "sqlite:" + filepath.Join(dir, "ar.db")
+	}
 	env := map[string]string{
-		"DEV": "true", "ADDR": "127.0.0.1:0", "DATA_DIR": dir,
-		"DATABASE_URL": "sqlite:" + filepath.Join(dir, "ar.db"), "LOG_LEVEL": "warn",
+		"DEV": "true", "ADDR": "127.0.0.1:0", "DATA_DIR": dir, "MIGRATE_ON_START": "true",
+		"DATABASE_URL": databaseURL, "LOG_LEVEL": "warn",
 	}
 	cfg, err := server.LoadConfig(func(k string) string { return env[k] })
 	if err != nil {
