@@ -169,7 +169,7 @@ func (c *call) execute(in callInput) *apiError {
 		return badRequest("Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:-]")
 	}
 	t := c.target
-	tweaks, terr := buildTweaks(t, in.tweaks)
+	tweaks, terr := buildTweaks(t, in.tweaks, in.user)
 	if terr != nil {
 		if terr.forbidden {
 			return forbidden(terr.msg)

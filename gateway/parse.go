@@ -52,6 +52,26 @@ type invokeRequest struct {
 	SessionID string          `json:"session_id"`
 	Tweaks    json.RawMessage `json:"tweaks"`
 	Stream    bool            `json:"stream"`
+	User      *Visitor        `json:"user"`
+}
+
+// Visitor is who the calling page says its visitor is (the widget's `user` option). It
+// is forwarded to the flow and nothing else: with a publishable key it is asserted by a
+// web page, not verified, so it never affects limits, quotas or billing.
+type Visitor struct {
+	ID   string `json:"id"`
+	Name string `json:"name"`
+}
+
+// validVisitor bounds what a page may send about its visitor.
+func validVisitor(v *Visitor) bool {
+	if v == nil {
+		return true
+	}
+	if (v.ID != "" && !validToken(v.ID, 128)) || utf8.RuneCountInString(v.Name) > 100 || !utf8.ValidString(v.Name) {
+		return false
+	}
+	return !strings.ContainsFunc(v.Name, func(r rune) bool { return r < 0x20 || r == 0x7f })
 }
 
 // compatRequest is Langflow's run body. Langflow ignores fields it does not know, and its
@@ -71,6 +91,7 @@ type callInput struct {
 	session string // the caller's session id; "" means make one
 	tweaks  map[string]any
 	stream  bool
+	user    *Visitor // the page's visitor, forwarded as tweaks (see VisitorTweaks)
 }
 
 // readBody reads at most limit bytes; a larger body is a 400, never a truncated parse.
@@ -133,7 +154,10 @@ func parseInvoke(raw []byte, maxInput int) (callInput, *apiError) {
 	if req.Input == nil {
 		return callInput{}, badRequest(`"input" is required`)
 	}
-	in := callInput{input: *req.Input, session: req.SessionID, stream: req.Stream}
+	in := callInput{input: *req.Input, session: req.SessionID, stream: req.Stream, user: req.User}
+	if !validVisitor(req.User) {
+		return callInput{}, badRequest(`"user" must be {"id": up to 128 of [A-Za-z0-9._:@-], "name": up to 100 printable characters}`)
+	}
 	if err := in.validate(maxInput); err != nil {
 		return callInput{}, err
 	}

@@ -80,7 +80,14 @@ func cloneMap(m map[string]any) map[string]any {
 // Only the caller's part and the saved part are checked (the persona tweak is ours); the
 // merged set is checked rather than the request alone so a plan that closed a field
 // since the buyer saved it is enforced too.
-func buildTweaks(t *Target, request map[string]any) (map[string]any, *tweakError) {
+// VisitorTweaks carry the page's visitor to the flow: flat tweaks set by the gateway (like
+// the persona), so flows that want to greet or log the visitor can read them.
+const (
+	VisitorIDTweak   = "user_id"
+	VisitorNameTweak = "user_name"
+)
+
+func buildTweaks(t *Target, request map[string]any, visitor *Visitor) (map[string]any, *tweakError) {
 	saved := t.Tweaks
 	merged := mergeTweaks(saved, request)
 	if err := checkTweaks(merged, t.TweakableFields); err != nil {
@@ -89,6 +96,17 @@ func buildTweaks(t *Target, request map[string]any) (map[string]any, *tweakError
 	if t.SystemPrompt != "" {
 		if _, set := merged[PersonaTweak]; !set {
 			merged[PersonaTweak] = t.SystemPrompt
+		}
+	}
+	if visitor != nil {
+		if merged == nil {
+			merged = map[string]any{}
+		}
+		if visitor.ID != "" {
+			merged[VisitorIDTweak] = visitor.ID
+		}
+		if visitor.Name != "" {
+			merged[VisitorNameTweak] = visitor.Name
 		}
 	}
 	if len(merged) == 0 {

@@ -511,9 +511,12 @@
     var ctl = new AbortController();
     this.ctl = ctl;
     var bubble = null, got = "", ended = false;
-    // The gateway rejects unknown fields, and it has no field for the visitor yet: the
-    // page's `user` option is kept (this.o.user) but not sent until it does.
     var body = { input: text, session_id: this.state.sid, stream: true };
+    // The page's visitor goes to the flow (never to limits or billing: a page asserts it).
+    var u = this.o.user;
+    if (u && (u.id || u.name)) {
+      body.user = { id: u.id ? String(u.id) : "", name: u.name ? String(u.name) : "" };
+    }
 
     function show(t) {
       if (!bubble) {
