@@ -500,6 +500,21 @@ var (
 				Unique:  false,
 				Columns: []*schema.Column{UsageRecordsColumns[3], UsageRecordsColumns[12]},
 			},
+			{
+				Name:    "usagerecord_started_at",
+				Unique:  false,
+				Columns: []*schema.Column{UsageRecordsColumns[12]},
+			},
+			{
+				Name:    "usagerecord_agent_id_started_at",
+				Unique:  false,
+				Columns: []*schema.Column{UsageRecordsColumns[5], UsageRecordsColumns[12]},
+			},
+			{
+				Name:    "usagerecord_api_key_id_started_at",
+				Unique:  false,
+				Columns: []*schema.Column{UsageRecordsColumns[6], UsageRecordsColumns[12]},
+			},
 		},
 	}
 	// UsageReportsColumns holds the columns for the "usage_reports" table.

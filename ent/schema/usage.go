@@ -45,6 +45,11 @@ func (UsageRecord) Indexes() []ent.Index {
 		tenantIndex("started_at"),
 		index.Fields("config_id", "started_at"),
 		index.Fields("provider_tenant_id", "started_at"),
+		// Retention deletes by age; the live dashboards of an agent or a key, and the
+		// admin's, load their last minute by time.
+		index.Fields("started_at"),
+		index.Fields("agent_id", "started_at"),
+		index.Fields("api_key_id", "started_at"),
 	}
 }
 
