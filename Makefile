@@ -4,7 +4,7 @@ GO ?= go
 BIN := bin/agentregistry
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 
-.PHONY: run build generate check-generated test test-short bench bench-gateway bench-startup bench-subscriptions lint migration ci-deps
+.PHONY: run build generate check-generated test test-short bench bench-gateway bench-startup bench-subscriptions bench-portal lint migration
 
 run: ## run the service on embedded SQLite in dev mode (demo data, local token issuer)
 	$(GO) run ./cmd/agentregistry serve --dev
