@@ -15,27 +15,8 @@ import (
 
 	"github.com/gsvdev/agentregistry/internal/database"
 	"github.com/gsvdev/agentregistry/internal/database/dbtest"
+	"github.com/gsvdev/agentregistry/internal/testsupport/fixtures"
 )
-
-// fixturesDir finds ../shared/fixtures/langflow beside the repository. Tests skip when
-// it is absent, unless CI=true, where its absence is a failure.
-func fixturesDir(t *testing.T) string {
-	t.Helper()
-	dir, _ := os.Getwd()
-	for ; dir != "/"; dir = filepath.Dir(dir) {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-	}
-	p := filepath.Join(dir, "..", "shared", "fixtures", "langflow")
-	if _, err := os.Stat(p); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("CI=true but the Langflow fixtures are missing: %v", err)
-		}
-		t.Skip("../shared/fixtures/langflow not present")
-	}
-	return p
-}
 
 // gqlOK posts a query and fails the test on errors.
 func gqlOK(t *testing.T, base, token, query string, vars map[string]any, out any) {
@@ -69,7 +50,7 @@ func gqlOK(t *testing.T, base, token, query string, vars map[string]any, out any
 // The provider journey and the buyer journey, end to end through the API and the
 // gateway of a running dev server (the built-in echo runtime plays Langflow).
 func TestProviderAndBuyerJourneys(t *testing.T) {
-	fx := fixturesDir(t)
+	fx := fixtures.Dir(t, "langflow")
 	for _, driver := range dbtest.Drivers(t) {
 		t.Run(driver, func(t *testing.T) {
 			url := ""

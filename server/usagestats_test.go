@@ -124,20 +124,8 @@ func (s *statsConn) next(t *testing.T, within time.Duration, ok func(statsMsg) b
 // tenant the viewer does not belong to is refused when the subscription starts; and a
 // subscriber that never reads does not hold up invokes or other subscribers.
 func TestUsageStatsAcrossReplicas(t *testing.T) {
-	pg := dbtest.PostgresURL(t)
 	ctx := context.Background()
-	dsn, drop, err := dbtest.CreatePostgresDatabase(ctx, pg, "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(drop)
-	_, lf := echotest.Start(t, echoruntime.Options{})
-	issuer := authtest.NewIssuer(t)
-	env := map[string]string{
-		"ADDR": "127.0.0.1:0", "DATABASE_URL": dsn, "MIGRATE_ON_START": "true",
-		"OIDC_ISSUER": issuer.URL(), "LANGFLOW_URL": lf.URL, "OIDC_TENANT_CLAIM": "",
-		"APIKEY_SIGNING_KEYS": "t:" + strings.Repeat("cd", 32), "DATA_DIR": t.TempDir(), "LOG_LEVEL": "error",
-	}
+	env, issuer := prodEnv(t)
 	a := startReplica(t, env)
 	b := startReplica(t, env)
 	demo, err := seed.Demo(ctx, a.DB().Client)
@@ -234,20 +222,9 @@ func TestUsageStatsAcrossReplicas(t *testing.T) {
 // here), the service keeps answering once the database is back, and a live subscription
 // is resynced from the rollups and keeps following new calls.
 func TestUsageStatsSurviveDatabaseConnectionLoss(t *testing.T) {
-	pg := dbtest.PostgresURL(t)
 	ctx := context.Background()
-	dsn, drop, err := dbtest.CreatePostgresDatabase(ctx, pg, "t")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(drop)
-	_, lf := echotest.Start(t, echoruntime.Options{})
-	issuer := authtest.NewIssuer(t)
-	env := map[string]string{
-		"ADDR": "127.0.0.1:0", "DATABASE_URL": dsn, "MIGRATE_ON_START": "true",
-		"OIDC_ISSUER": issuer.URL(), "LANGFLOW_URL": lf.URL, "OIDC_TENANT_CLAIM": "",
-		"APIKEY_SIGNING_KEYS": "t:" + strings.Repeat("ef", 32), "DATA_DIR": t.TempDir(), "LOG_LEVEL": "error",
-	}
+	env, issuer := prodEnv(t)
+	pg, dsn := dbtest.PostgresURL(t), env["DATABASE_URL"]
 	a := startReplica(t, env)
 	demo, err := seed.Demo(ctx, a.DB().Client)
 	if err != nil {
@@ -309,3 +286,21 @@ func TestUsageStatsSurviveDatabaseConnectionLoss(t *testing.T) {
 }
 
 func sqlOpen(dsn string) (*sql.DB, error) { return sql.Open("postgres", dsn) }
+
+// prodEnv is the environment of production-mode replicas sharing a fresh PostgreSQL
+// database, an echo Langflow and an in-test OIDC issuer whose tokens they accept.
+func prodEnv(t *testing.T) (map[string]string, *authtest.Issuer) {
+	t.Helper()
+	dsn, drop, err := dbtest.CreatePostgresDatabase(context.Background(), dbtest.PostgresURL(t), "t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(drop)
+	_, lf := echotest.Start(t, echoruntime.Options{})
+	issuer := authtest.NewIssuer(t)
+	return map[string]string{
+		"ADDR": "127.0.0.1:0", "DATABASE_URL": dsn, "MIGRATE_ON_START": "true",
+		"OIDC_ISSUER": issuer.URL(), "LANGFLOW_URL": lf.URL, "OIDC_TENANT_CLAIM": "",
+		"APIKEY_SIGNING_KEYS": "t:" + strings.Repeat("cd", 32), "DATA_DIR": t.TempDir(), "LOG_LEVEL": "error",
+	}, issuer
+}

@@ -14,12 +14,12 @@ import (
 	"encoding/pem"
 	"errors"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/gsvdev/agentregistry/internal/testsupport/fixtures"
 
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/internal/auth"
@@ -34,31 +34,8 @@ const fixtureName = "DERIVED_kc26_portal_access_token_claims.json"
 // the fixture is required, so the matrix can never pass vacuously.
 func keycloakFixture(t *testing.T) map[string]any {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("go.mod not found above the package directory")
-		}
-		dir = parent
-	}
-	shared := filepath.Join(dir, "..", "shared")
-	path := filepath.Join(shared, "fixtures", "keycloak", fixtureName)
-	data, err := os.ReadFile(path)
-	if err != nil {
-		if _, serr := os.Stat(shared); errors.Is(serr, os.ErrNotExist) && os.Getenv("CI") != "true" {
-			t.Skipf("%s absent; fixture tests skipped outside CI", shared)
-		}
-		t.Fatalf("keycloak fixture: %v", err)
-	}
 	var claims map[string]any
-	if err := json.Unmarshal(data, &claims); err != nil {
+	if err := json.Unmarshal(fixtures.Read(t, "keycloak", fixtureName), &claims); err != nil {
 		t.Fatalf("keycloak fixture: %v", err)
 	}
 	return claims

@@ -8,13 +8,13 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/gsvdev/agentregistry/internal/testsupport/fixtures"
 
 	"github.com/gsvdev/agentregistry/internal/langflow/echoruntime"
 	"github.com/gsvdev/agentregistry/internal/langflow/echoruntime/echotest"
@@ -556,34 +556,10 @@ func TestStreamTimeoutAndCancel(t *testing.T) {
 	}
 }
 
-// fixtureDir finds ../shared/fixtures/langflow relative to the module root.
-// Without the shared checkout the test skips, except under CI=true where a
-// missing fixture is a failure.
+// fixture reads a Langflow export from the shared fixtures (see testsupport/fixtures).
 func fixture(t *testing.T, name string) []byte {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("module root not found")
-		}
-		dir = parent
-	}
-	p := filepath.Join(dir, "..", "shared", "fixtures", "langflow", name)
-	b, err := os.ReadFile(p)
-	if err != nil {
-		if _, serr := os.Stat(filepath.Join(dir, "..", "shared")); os.IsNotExist(serr) && os.Getenv("CI") != "true" {
-			t.Skipf("fixtures not available (%v)", err)
-		}
-		t.Fatalf("fixture %s: %v", name, err)
-	}
-	return b
+	return fixtures.Read(t, "langflow", name)
 }
 
 func TestCreateRunDeleteRealExport(t *testing.T) {

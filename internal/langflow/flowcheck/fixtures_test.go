@@ -8,36 +8,14 @@ import (
 	"sort"
 	"strings"
 	"testing"
+
+	"github.com/gsvdev/agentregistry/internal/testsupport/fixtures"
 )
 
-// fixtureDir finds ../shared/fixtures/langflow next to the repository root
-// (the directory holding go.mod). The fixtures are third-party files and are
-// not copied into the project. Without them the test skips locally but
-// fails under CI=true, so CI cannot pass by not looking.
+// fixtureDir is ../shared/fixtures/langflow (see testsupport/fixtures).
 func fixtureDir(t testing.TB) string {
 	t.Helper()
-	dir, err := os.Getwd()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
-			break
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			t.Fatal("no go.mod above the test directory")
-		}
-		dir = parent
-	}
-	fx := filepath.Join(dir, "..", "shared", "fixtures", "langflow")
-	if _, err := os.Stat(fx); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("fixtures missing at %s under CI: %v", fx, err)
-		}
-		t.Skipf("fixtures not present at %s", fx)
-	}
-	return fx
+	return fixtures.Dir(t, "langflow")
 }
 
 // fixtureFiles lists every .json file under the fixture directory, so a
