@@ -268,3 +268,36 @@ func TestWebsocketSubscriptionIDsAndCap(t *testing.T) {
 		}
 	})
 }
+
+// The legacy graphql-ws protocol (subscriptions-transport-ws) still works for older
+// clients: init with the token in the payload, start an operation, receive its data.
+func TestLegacyGraphQLWSProtocol(t *testing.T) {
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) { o.LiveUsage = fakeLive{} })
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.srv.URL, "http")+"/",
+		&websocket.DialOptions{Subprotocols: []string{"graphql-ws"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if c.Subprotocol() != "graphql-ws" {
+		t.Fatalf("negotiated %q", c.Subprotocol())
+	}
+	wsSend(t, c, map[string]any{"type": "connection_init", "payload": map[string]any{"Authorization": "Bearer " + h.token("legacy", auth.RolePlatformAdmin)}})
+	wsSend(t, c, map[string]any{"type": "start", "id": "1", "payload": map[string]any{"query": `subscription { usageStats(filter: {}) { asOf } }`}})
+	for {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("no data on the legacy protocol: %v", err)
+		}
+		var m map[string]any
+		_ = json.Unmarshal(b, &m)
+		if m["type"] == "data" && strings.Contains(string(b), "asOf") {
+			return
+		}
+		if m["type"] == "error" || m["type"] == "connection_error" {
+			t.Fatalf("legacy protocol: %s", b)
+		}
+	}
+}
