@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"reflect"
 	"sync"
 	"time"
 
@@ -256,24 +257,49 @@ func (c *protocolConn) refuse(id, msg string) {
 }
 
 // WriteJSON implements transport.WebsocketConn: it watches the server's own messages to
-// learn when the connection is acknowledged and when operations complete.
+// learn when the connection is acknowledged and when operations complete. It reads the
+// message's type and id from the struct gqlgen hands over rather than marshalling it: this
+// runs for every message of every subscription, and the connection marshals it anyway.
 func (c *protocolConn) WriteJSON(v any) error {
 	if c.Subprotocol() == transportWS {
-		if b, err := json.Marshal(v); err == nil {
-			var m wsMessage
-			if json.Unmarshal(b, &m) == nil {
-				c.mu.Lock()
-				switch m.Type {
-				case "connection_ack":
-					c.acked = true
-				case "complete", "error":
-					delete(c.active, m.ID)
-				}
-				c.mu.Unlock()
+		typ, id := messageTypeID(v)
+		switch typ {
+		case "connection_ack", "complete", "error":
+			c.mu.Lock()
+			if typ == "connection_ack" {
+				c.acked = true
+			} else {
+				delete(c.active, id)
 			}
+			c.mu.Unlock()
 		}
 	}
 	return c.WebsocketConn.WriteJSON(v)
+}
+
+// messageTypeID returns the Type and ID fields of an outgoing protocol message (gqlgen's
+// message struct has them exported), falling back to a JSON round trip for anything else.
+func messageTypeID(v any) (typ, id string) {
+	rv := reflect.ValueOf(v)
+	if rv.Kind() == reflect.Pointer {
+		rv = rv.Elem()
+	}
+	if rv.Kind() == reflect.Struct {
+		t, i := rv.FieldByName("Type"), rv.FieldByName("ID")
+		if t.IsValid() && t.Kind() == reflect.String && i.IsValid() && i.Kind() == reflect.String {
+			return t.String(), i.String()
+		}
+	}
+	b, err := json.Marshal(v)
+	if err != nil {
+		return "", ""
+	}
+	var m struct {
+		Type string `json:"type"`
+		ID   string `json:"id"`
+	}
+	_ = json.Unmarshal(b, &m)
+	return m.Type, m.ID
 }
 
 // WriteClose implements transport.WebsocketConn: once the guard closed with its own code,
