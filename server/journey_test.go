@@ -168,6 +168,42 @@ func journeys(t *testing.T, fx, databaseURL string) {
 	if resp.StatusCode != http.StatusOK || !strings.Contains(inv.Output, "You are Sam from support.") || !strings.Contains(inv.Output, "where is my order?") {
 		t.Fatalf("invoke through the new config: %d %q", resp.StatusCode, inv.Output)
 	}
+
+	// The buyer attaches a document and sees the call in its usage and recent calls.
+	if out := upload(t, base, cust, cfg, "faq.md", "text/markdown", []byte("# FAQ\nOrders ship in 2 days.")); out["errors"] != nil {
+		t.Fatalf("upload: %v", out)
+	}
+	var us struct {
+		Usage []struct {
+			Requests int
+			P95Ms    float64
+		}
+		RecentCalls []struct{ Status int }
+		Quota       struct{ Requests, RequestsLimit int }
+	}
+	var subs struct {
+		Subscriptions struct {
+			Edges []struct {
+				Node struct {
+					ID     string
+					Config struct{ ID string }
+				}
+			}
+		}
+	}
+	gqlOK(t, base, cust, `{ subscriptions { edges { node { id config { id } } } } }`, nil, &subs)
+	var subID string
+	for _, e := range subs.Subscriptions.Edges {
+		if e.Node.Config.ID == cfg {
+			subID = e.Node.ID
+		}
+	}
+	gqlOK(t, base, cust, `query($c: ID!, $s: ID!) { usage(filter: {configID: $c}) { requests p95Ms } recentCalls(filter: {configID: $c}) { status } quota(subscriptionID: $s) { requests requestsLimit } }`,
+		map[string]any{"c": cfg, "s": subID}, &us)
+	if len(us.Usage) != 1 || us.Usage[0].Requests != 1 || len(us.RecentCalls) != 1 || us.RecentCalls[0].Status != 200 ||
+		us.Quota.Requests != 1 || us.Quota.RequestsLimit != 1000 {
+		t.Fatalf("the buyer's usage after one call: %+v", us)
+	}
 }
 
 // upload posts a GraphQL multipart request (the GraphQL multipart request spec) with one file.
