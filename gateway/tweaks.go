@@ -3,6 +3,7 @@ package gateway
 import (
 	"fmt"
 	"github.com/gsvdev/agentregistry/internal/tweaks"
+	"slices"
 )
 
 // Tweaks override flow component fields per run. The plan's tweakable_fields decide which
@@ -80,8 +81,10 @@ func cloneMap(m map[string]any) map[string]any {
 // Only the caller's part and the saved part are checked (the persona tweak is ours); the
 // merged set is checked rather than the request alone so a plan that closed a field
 // since the buyer saved it is enforced too.
-// VisitorTweaks carry the page's visitor to the flow: flat tweaks set by the gateway (like
-// the persona), so flows that want to greet or log the visitor can read them.
+// VisitorTweaks carry the page's visitor to the flow as flat tweaks, only when the plan
+// opens them: Langflow applies a flat tweak to every component with a field of that name
+// (memory components keyed by user_id, say), so a page must not set one the provider
+// did not mean to expose.
 const (
 	VisitorIDTweak   = "user_id"
 	VisitorNameTweak = "user_name"
@@ -99,13 +102,10 @@ func buildTweaks(t *Target, request map[string]any, visitor *Visitor) (map[strin
 		}
 	}
 	if visitor != nil {
-		if merged == nil {
-			merged = map[string]any{}
-		}
-		if visitor.ID != "" {
+		if visitor.ID != "" && slices.Contains(t.TweakableFields, VisitorIDTweak) {
 			merged[VisitorIDTweak] = visitor.ID
 		}
-		if visitor.Name != "" {
+		if visitor.Name != "" && slices.Contains(t.TweakableFields, VisitorNameTweak) {
 			merged[VisitorNameTweak] = visitor.Name
 		}
 	}

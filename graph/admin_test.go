@@ -60,6 +60,21 @@ func TestTenantAndMemberManagement(t *testing.T) {
 			if n := h.client.Membership.Query().CountX(f.ctx); n != 3 {
 				t.Fatalf("%d memberships left, want 3 (two owners and the plain member)", n)
 			}
+
+			// A tenant admin manages members but not owners: it cannot grant the owner role
+			// (to itself or anyone) nor remove an owner.
+			f.check(h.client.Membership.Create().SetTenantID(own.Tenant.ID).SetSubject("own-admin").SetRole(membership.RoleAdmin).Exec(f.ctx))
+			tenantAdmin := h.token("own-admin", auth.RoleCustomer)
+			addOwner := `mutation($t: ID!) { addMember(input: {tenantID: $t, subject: "own-admin-2", role: owner}) { id } }`
+			if r := h.post(tenantAdmin, addOwner, map[string]any{"t": own.Tenant.ID}); len(r.Errors) == 0 || r.hasData() {
+				t.Fatalf("tenant admin granting the owner role: %s", r.Raw)
+			}
+			if r := h.post(tenantAdmin, `mutation($m: ID!) { removeMember(id: $m) }`, map[string]any{"m": own.Membership.ID}); len(r.Errors) == 0 || r.Errors[0].code() != "NOT_FOUND" {
+				t.Fatalf("tenant admin removing the owner: %s", r.Raw)
+			}
+			if r := h.post(tenantAdmin, `mutation($t: ID!) { addMember(input: {tenantID: $t, subject: "helper", role: member}) { id } }`, map[string]any{"t": own.Tenant.ID}); len(r.Errors) > 0 {
+				t.Fatalf("tenant admin adding a member: %s", r.Raw)
+			}
 		})
 	}
 }

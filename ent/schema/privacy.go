@@ -12,6 +12,7 @@ import (
 	gen "github.com/gsvdev/agentregistry/ent"
 	"github.com/gsvdev/agentregistry/ent/hook"
 	"github.com/gsvdev/agentregistry/ent/intercept"
+	"github.com/gsvdev/agentregistry/ent/membership"
 	"github.com/gsvdev/agentregistry/ent/privacy"
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/internal/auth"
@@ -172,29 +173,50 @@ func memberManagers() ent.Policy {
 }
 
 // tenantManager allows a membership write by an owner or admin of its tenant; updates
-// and deletes are narrowed to those tenants like tenantWriter's.
+// and deletes are narrowed to those tenants like tenantWriter's. Only owners grant,
+// change or remove the owner role: an admin cannot make itself (or anyone) an owner, nor
+// remove one.
 func tenantManager() privacy.MutationRule {
 	return privacy.MembershipMutationRuleFunc(func(ctx context.Context, m *gen.MembershipMutation) error {
 		v := auth.FromContext(ctx)
 		if v == nil {
 			return privacy.Skip
 		}
-		var managed []any
+		var owned, administered []any
 		for _, t := range v.Tenants {
-			if t.Role == auth.TenantOwner || t.Role == auth.TenantAdmin {
-				managed = append(managed, string(t.TenantID))
+			switch t.Role {
+			case auth.TenantOwner:
+				owned = append(owned, string(t.TenantID))
+			case auth.TenantAdmin:
+				administered = append(administered, string(t.TenantID))
 			}
 		}
-		if len(managed) == 0 {
+		if len(owned)+len(administered) == 0 {
 			return privacy.Skip
 		}
+		setsOwner := false
+		if r, ok := m.Role(); ok && r == membership.RoleOwner {
+			setsOwner = true
+		}
 		if m.Op().Is(ent.OpCreate) {
-			if id, ok := m.TenantID(); ok && slices.Contains(managed, any(string(id))) {
+			id, _ := m.TenantID()
+			switch {
+			case slices.Contains(owned, any(string(id))):
+				return privacy.Allow
+			case slices.Contains(administered, any(string(id))) && !setsOwner:
 				return privacy.Allow
 			}
-			return privacy.Denyf("not an owner or admin of the tenant")
+			return privacy.Denyf("not allowed to manage this tenant's members")
 		}
-		m.WhereP(func(s *sql.Selector) { s.Where(sql.In(s.C("tenant_id"), managed...)) })
+		m.WhereP(func(s *sql.Selector) {
+			byOwner := sql.In(s.C("tenant_id"), append(owned, "")...)
+			byAdmin := sql.And(sql.In(s.C("tenant_id"), append(administered, "")...), sql.NEQ(s.C("role"), membership.RoleOwner.String()))
+			if setsOwner {
+				s.Where(byOwner)
+				return
+			}
+			s.Where(sql.Or(byOwner, byAdmin))
+		})
 		return privacy.Allow
 	})
 }

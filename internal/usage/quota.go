@@ -30,14 +30,17 @@ func NewQuota(client *ent.Client) *Quota {
 	return &Quota{client: client}
 }
 
-// MonthToDate returns the requests (failed ones included) and the input plus output
-// tokens of config configID of tenant tenantID from the first day of now's UTC month.
+// MonthToDate returns the answered requests and the input plus output tokens of config
+// configID of tenant tenantID from the first day of now's UTC month. Calls answered with
+// an error (status >= 400) are metered but do not use up the quota: otherwise anyone
+// holding a page's public widget key could exhaust a customer's month with refused calls.
 func (q *Quota) MonthToDate(ctx context.Context, tenantID, configID pulid.ID, now time.Time) (requests, tokens int64, err error) {
 	start := monthOf(now)
 	// The gateway has no viewer; it acts for the tenant of the key it verified, which the
 	// WHERE clause pins, so reading as the system leaks nothing across tenants.
 	var sums []struct {
 		Requests sql.NullInt64 `json:"requests"`
+		Errors   sql.NullInt64 `json:"errors"`
 		Input    sql.NullInt64 `json:"input"`
 		Output   sql.NullInt64 `json:"output"`
 	}
@@ -51,6 +54,7 @@ func (q *Quota) MonthToDate(ctx context.Context, tenantID, configID pulid.ID, no
 		).
 		Aggregate(
 			ent.As(ent.Sum(usagedaily.FieldRequests), "requests"),
+			ent.As(ent.Sum(usagedaily.FieldErrors), "errors"),
 			ent.As(ent.Sum(usagedaily.FieldInputTokens), "input"),
 			ent.As(ent.Sum(usagedaily.FieldOutputTokens), "output"),
 		).
@@ -61,7 +65,7 @@ func (q *Quota) MonthToDate(ctx context.Context, tenantID, configID pulid.ID, no
 	if len(sums) == 0 { // SUM over no rows is one row of NULLs, but be lenient
 		return 0, 0, nil
 	}
-	return sums[0].Requests.Int64, sums[0].Input.Int64 + sums[0].Output.Int64, nil
+	return sums[0].Requests.Int64 - sums[0].Errors.Int64, sums[0].Input.Int64 + sums[0].Output.Int64, nil
 }
 
 // QuotaCounterOptions tune a QuotaCounter. Zero values take the defaults.
@@ -245,10 +249,14 @@ func (c *QuotaCounter) Observe(events []Event) {
 		if e == nil || !e.month.Equal(monthOf(ev.StartedAt)) {
 			continue // rolled up into another month than the one cached
 		}
-		e.requests++
+		answered := int64(1)
+		if ev.isError() {
+			answered = 0 // refused and failed calls do not use up the quota (see MonthToDate)
+		}
+		e.requests += answered
 		e.tokens += ev.tokens()
 		if e.loading != nil {
-			e.pendingReq++
+			e.pendingReq += answered
 			e.pendingToken += ev.tokens()
 		}
 	}

@@ -146,7 +146,10 @@ func (s *Service) Rotate(ctx context.Context, id pulid.ID, grace time.Duration, 
 	for i, sc := range old.Scopes {
 		scopes[i] = apikey.Scope(sc)
 	}
-	created, err := s.Create(ctx, CreateParams{ConfigID: old.ConfigID, Name: old.Name, Kind: apikey.Kind(old.Kind), Scopes: scopes, CreatedBy: by})
+	// The replacement lives no longer than the key it replaces: rotating must not turn a
+	// short-lived key into a year-long one.
+	created, err := s.Create(ctx, CreateParams{ConfigID: old.ConfigID, Name: old.Name, Kind: apikey.Kind(old.Kind),
+		Scopes: scopes, ExpiresAt: old.ExpiresAt, CreatedBy: by})
 	if err != nil {
 		return Created{}, err
 	}

@@ -369,11 +369,13 @@ func (s *Service) Quota(ctx context.Context, subscriptionID pulid.ID) (QuotaUse,
 	}
 	var sums []struct {
 		Requests sql.NullInt64 `json:"requests"`
+		Errors   sql.NullInt64 `json:"errors"`
 		Input    sql.NullInt64 `json:"input"`
 		Output   sql.NullInt64 `json:"output"`
 	}
 	err = s.client.UsageDaily.Query().Where(preds...).Aggregate(
 		ent.As(ent.Sum(usagedaily.FieldRequests), "requests"),
+		ent.As(ent.Sum(usagedaily.FieldErrors), "errors"),
 		ent.As(ent.Sum(usagedaily.FieldInputTokens), "input"),
 		ent.As(ent.Sum(usagedaily.FieldOutputTokens), "output"),
 	).Scan(ctx, &sums)
@@ -381,7 +383,9 @@ func (s *Service) Quota(ctx context.Context, subscriptionID pulid.ID) (QuotaUse,
 		return QuotaUse{}, fmt.Errorf("report: quota: %w", err)
 	}
 	if len(sums) > 0 {
-		use.Requests = sums[0].Requests.Int64
+		// Like the gateway's enforcement (usage.Quota): refused and failed calls are
+		// metered but do not use up the quota.
+		use.Requests = sums[0].Requests.Int64 - sums[0].Errors.Int64
 		use.Tokens = sums[0].Input.Int64 + sums[0].Output.Int64
 	}
 	return use, nil
