@@ -18,6 +18,7 @@ const (
 	CodeForbidden            = "FORBIDDEN"
 	CodeNotFound             = "NOT_FOUND"
 	CodeSubscriptionInactive = "SUBSCRIPTION_INACTIVE"
+	CodeIdempotentReplay     = "IDEMPOTENT_REPLAY"
 	CodeAgentNotProvisioned  = "AGENT_NOT_PROVISIONED"
 	CodeRateLimited          = "RATE_LIMITED"
 	CodeQuotaExceeded        = "QUOTA_EXCEEDED"

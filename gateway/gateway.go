@@ -31,6 +31,12 @@ type Runtime interface {
 	Ready(ctx context.Context) error
 }
 
+// ReplayChecker reports whether a usage record with the request id exists;
+// *usage.Replays implements it.
+type ReplayChecker interface {
+	Seen(ctx context.Context, requestID string) (bool, error)
+}
+
 // Recorder stores usage events; *usage.Recorder implements it. Record must return nil only
 // once the event is durable (or was a replay): the gateway answers 2xx only after that.
 type Recorder interface {
@@ -65,6 +71,9 @@ type Deps struct {
 	Quota    QuotaCounter
 	Runtime  Runtime
 	Recorder Recorder
+	// Replays tells whether a request id was already recorded; with it, a call repeating
+	// an answered Idempotency-Key is refused instead of run again unbilled. Optional.
+	Replays ReplayChecker
 	// Logger defaults to slog.Default().
 	Logger *slog.Logger
 	// Now defaults to time.Now. It times calls and decides the quota month.

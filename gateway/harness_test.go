@@ -155,7 +155,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	}
 	gw, err := gateway.New(gateway.Deps{
 		Verifier: e.verifier, Resolver: e.resolver, Limiter: limiter, Quota: quota,
-		Runtime: lf, Recorder: e.recorder, Logger: logger,
+		Runtime: lf, Recorder: e.recorder, Logger: logger, Replays: usage.NewReplays(e.client),
 		VisitorLimit: o.visitorLimit, MaxInputBytes: o.maxInputBytes,
 	})
 	if err != nil {

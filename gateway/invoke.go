@@ -165,8 +165,13 @@ func (c *call) admit(in callInput, bodyErr *apiError) *apiError {
 
 // execute validates what is left of the request, calls Langflow, meters and answers.
 func (c *call) execute(in callInput) *apiError {
-	if idem := c.r.Header.Get("Idempotency-Key"); idem != "" && !validIdempotencyKey(idem) {
-		return badRequest("Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:-]")
+	if idem := c.r.Header.Get("Idempotency-Key"); idem != "" {
+		if !validIdempotencyKey(idem) {
+			return badRequest("Idempotency-Key must be 1-128 characters of [A-Za-z0-9._:-]")
+		}
+		if aerr := c.replayed(); aerr != nil {
+			return aerr
+		}
 	}
 	t := c.target
 	tweaks, terr := buildTweaks(t, in.tweaks, in.user)
@@ -243,4 +248,21 @@ func (c *call) parseBody() (callInput, *apiError) {
 	in, aerr := parseInvoke(raw, c.g.d.MaxInputBytes)
 	in.stream = in.stream || wantsStream(c.r)
 	return in, aerr
+}
+
+// replayed refuses a call whose Idempotency-Key was already answered: its usage record
+// exists, so running the agent again would be a free call. (Two replays racing each
+// other can both run; only one is recorded. Answers are not stored for replay.)
+func (c *call) replayed() *apiError {
+	if c.g.d.Replays == nil {
+		return nil
+	}
+	seen, err := c.g.d.Replays.Seen(c.r.Context(), c.requestID)
+	if err != nil {
+		return newError(http.StatusServiceUnavailable, CodeRuntimeUnavailable, "the service is temporarily unavailable", err)
+	}
+	if seen {
+		return newError(http.StatusConflict, CodeIdempotentReplay, "this Idempotency-Key was already used; send a new key for a new call", nil)
+	}
+	return nil
 }

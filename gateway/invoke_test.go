@@ -132,22 +132,21 @@ func TestSessionsAreNamespacedByTenant(t *testing.T) {
 	}
 }
 
+// A replayed Idempotency-Key is refused with 409 and never runs the agent again (it
+// would be a free call: its record already exists), and it is never counted twice.
 func TestIdempotencyReplayCountsOnce(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, driver string) {
 		e := newEnv(t, envOptions{driver: driver})
 		f := e.seed(fixtureOptions{})
 		key := e.secret(f)
 		first := e.invoke(key, `{"input":"pay once"}`, "Idempotency-Key", "order-42")
-		second := e.invoke(key, `{"input":"pay once"}`, "Idempotency-Key", "order-42")
-		if first.status != 200 || second.status != 200 {
-			t.Fatalf("statuses %d %d", first.status, second.status)
+		second := e.invoke(key, `{"input":"something else, for free?"}`, "Idempotency-Key", "order-42")
+		if first.status != 200 || second.status != http.StatusConflict || second.code(t) != "IDEMPOTENT_REPLAY" {
+			t.Fatalf("statuses %d %d %s", first.status, second.status, second.body)
 		}
-		id1, id2 := first.json(t)["request_id"], second.json(t)["request_id"]
-		if id1 != id2 {
-			t.Fatalf("replay got request id %v, first %v", id2, id1)
-		}
-		if e.rt.Calls() != 2 {
-			t.Errorf("the replay re-runs the agent: calls = %d", e.rt.Calls())
+		id1 := first.json(t)["request_id"]
+		if e.rt.Calls() != 1 {
+			t.Errorf("the replay ran the agent again: calls = %d", e.rt.Calls())
 		}
 		if n := len(e.usageRows()); n != 1 {
 			t.Fatalf("usage rows = %d, want 1", n)

@@ -81,6 +81,7 @@ func (s *Server) buildGateway(ctx context.Context, baseURL string) (*gateway.Gat
 		Recorder:  s.recorder,
 		Logger:    s.logger,
 		RequestID: RequestID,
+		Replays:   usage.NewReplays(s.db.Client),
 	})
 }
 
