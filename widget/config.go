@@ -84,15 +84,22 @@ func (w *Widget) serveConfig(rw http.ResponseWriter, r *http.Request) {
 		fail(http.StatusForbidden, gateway.CodeForbidden, "this key does not belong to this config", nil)
 		return
 	}
+	// loadFailed answers a failed config or settings lookup; it reports whether it did.
+	loadFailed := func(err error) bool {
+		switch {
+		case err == nil:
+			return false
+		case errors.Is(err, context.Canceled): // nobody is listening
+		case errors.Is(err, gateway.ErrConfigNotFound):
+			fail(http.StatusNotFound, gateway.CodeNotFound, "agent configuration not found", nil)
+		default:
+			fail(http.StatusServiceUnavailable, gateway.CodeRuntimeUnavailable, "the agent configuration could not be loaded, try again", err)
+		}
+		return true
+	}
 	t, err := w.o.Resolver.Resolve(ctx, rec.ConfigID)
 	switch {
-	case errors.Is(err, context.Canceled):
-		return
-	case errors.Is(err, gateway.ErrConfigNotFound):
-		fail(http.StatusNotFound, gateway.CodeNotFound, "agent configuration not found", nil)
-		return
-	case err != nil:
-		fail(http.StatusServiceUnavailable, gateway.CodeRuntimeUnavailable, "the agent configuration could not be loaded, try again", err)
+	case loadFailed(err):
 		return
 	case t.TenantID != rec.TenantID:
 		// Never serve across tenants, and never say more than "not found".
@@ -121,14 +128,7 @@ func (w *Widget) serveConfig(rw http.ResponseWriter, r *http.Request) {
 	resp := configResponse{ConfigID: string(t.ConfigID), Name: t.DisplayName, Theme: "light", Position: "bottom-right"}
 	if w.o.Settings != nil {
 		s, err := w.o.Settings.WidgetSettings(ctx, t.ConfigID)
-		switch {
-		case errors.Is(err, context.Canceled):
-			return
-		case errors.Is(err, gateway.ErrConfigNotFound):
-			fail(http.StatusNotFound, gateway.CodeNotFound, "agent configuration not found", nil)
-			return
-		case err != nil:
-			fail(http.StatusServiceUnavailable, gateway.CodeRuntimeUnavailable, "the agent configuration could not be loaded, try again", err)
+		if loadFailed(err) {
 			return
 		}
 		if s.DisplayName != "" {
