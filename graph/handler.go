@@ -88,6 +88,7 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	srv.Use(depthLimit{max: opts.MaxDepth})
 	srv.SetErrorPresenter(presentError(opts.Logger))
 	srv.SetRecoverFunc(recoverPanic(opts.Logger))
+	srv.AroundOperations(shareRenders)
 	srv.AroundFields(requireViewer)
 	srv.AroundFields(capPageSize(opts.MaxPageSize))
 	if opts.ObserveOperation != nil {

@@ -10,7 +10,7 @@ import (
 
 // LiveUsage is the live-usage hub the usageStats subscription reads.
 type LiveUsage interface {
-	Subscribe(ctx context.Context, f live.Filter) (<-chan live.Stats, error)
+	Subscribe(ctx context.Context, f live.Filter) (<-chan *live.Stats, error)
 }
 
 // usageFilter checks the filter against the viewer when the subscription starts, and
@@ -49,8 +49,8 @@ func deref[T any](p *T) T {
 	return *p
 }
 
-// usageStats subscribes and adapts the hub's values to the pointers gqlgen sends. The
-// adapter ends when the hub closes the channel, which it does when ctx ends.
+// usageStats subscribes to the hub once the filter is authorized. The channel goes
+// through feedFrom so that subscribers of one filter share renderings (sharedrender.go).
 func (r *Resolver) usageStats(ctx context.Context, in model.UsageStatsFilter) (<-chan *live.Stats, error) {
 	if r.live == nil {
 		return nil, errNotConfigured
@@ -63,16 +63,5 @@ func (r *Resolver) usageStats(ctx context.Context, in model.UsageStatsFilter) (<
 	if err != nil {
 		return nil, err
 	}
-	out := make(chan *live.Stats, 1)
-	go func() {
-		defer close(out)
-		for st := range src {
-			select {
-			case out <- &st:
-			case <-ctx.Done():
-				return
-			}
-		}
-	}()
-	return out, nil
+	return feedFrom(ctx, src), nil
 }

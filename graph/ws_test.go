@@ -186,9 +186,9 @@ func TestWebsocketConnectionsPerUser(t *testing.T) {
 // fakeLive holds each subscription open until its context ends, after one message.
 type fakeLive struct{}
 
-func (fakeLive) Subscribe(ctx context.Context, _ live.Filter) (<-chan live.Stats, error) {
-	ch := make(chan live.Stats, 1)
-	ch <- live.Stats{AsOf: time.Now()}
+func (fakeLive) Subscribe(ctx context.Context, _ live.Filter) (<-chan *live.Stats, error) {
+	ch := make(chan *live.Stats, 1)
+	ch <- &live.Stats{AsOf: time.Now()}
 	go func() {
 		<-ctx.Done()
 		close(ch)

@@ -90,7 +90,7 @@ func BenchmarkFanout(b *testing.B) {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	chans := make([]<-chan Stats, subscribers)
+	chans := make([]<-chan *Stats, subscribers)
 	start := time.Now()
 	var wg sync.WaitGroup
 	for p := range 16 {
@@ -198,7 +198,7 @@ func BenchmarkFanout(b *testing.B) {
 				g.dirty = true
 			}
 			h.mu.Unlock()
-			h.flush()
+			h.flush(-1)
 		}
 	})
 

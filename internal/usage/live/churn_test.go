@@ -30,7 +30,7 @@ func TestBusDropsResync(t *testing.T) {
 	next(t, ch, time.Second)
 	record(t, newRecorder(t, db.Client, nil), a.event(200, 1, 1, 1, time.Now()))
 	bus.dropped.Add(1) // the message of that call was lost
-	s := waitFor(t, ch, 3*time.Second, "a resync", func(s Stats) bool { return s.Resynced })
+	s := waitFor(t, ch, 3*time.Second, "a resync", func(s *Stats) bool { return s.Resynced })
 	if s.Day.Requests != 1 {
 		t.Fatalf("after resync %+v", s.Day)
 	}
@@ -51,10 +51,10 @@ func TestMidnightStartsANewDay(t *testing.T) {
 	ch, _ := subscribe(t, h, Filter{TenantID: a.tenant})
 	next(t, ch, time.Second)
 	h.Publish([]usage.Event{a.event(200, 1, 1, 1, c.now())})
-	waitFor(t, ch, time.Second, "the call", func(s Stats) bool { return s.Day.Requests == 1 && s.Period.Requests == 1 })
+	waitFor(t, ch, time.Second, "the call", func(s *Stats) bool { return s.Day.Requests == 1 && s.Period.Requests == 1 })
 
 	c.set(time.Date(2026, 4, 1, 0, 0, 1, 0, time.UTC))
-	s := waitFor(t, ch, time.Second, "a new day", func(s Stats) bool { return s.DayStart.Day() == 1 })
+	s := waitFor(t, ch, time.Second, "a new day", func(s *Stats) bool { return s.DayStart.Day() == 1 })
 	if s.Day.Requests != 0 || s.Period.Requests != 0 || s.PeriodStart.Month() != time.April {
 		t.Fatalf("after midnight: day %+v period %+v from %v", s.Day, s.Period, s.PeriodStart)
 	}
@@ -63,7 +63,7 @@ func TestMidnightStartsANewDay(t *testing.T) {
 		t.Fatalf("last minute %+v", s.LastMinute)
 	}
 	c.set(time.Date(2026, 4, 1, 0, 1, 5, 0, time.UTC))
-	waitFor(t, ch, time.Second, "the minute emptied", func(s Stats) bool { return s.LastMinute.Requests == 0 })
+	waitFor(t, ch, time.Second, "the minute emptied", func(s *Stats) bool { return s.LastMinute.Requests == 0 })
 }
 
 // Subscriptions come and go while events flow and the hub closes: the race detector
@@ -140,7 +140,7 @@ func TestLateMessageOfLoadedCallCountsOnce(t *testing.T) {
 		h.Publish([]usage.Event{ev}) // the commit's message, late
 		other := a.event(200, 1, 1, 1, time.Now())
 		h.Publish([]usage.Event{other})
-		s := waitFor(t, ch, time.Second, "the next call", func(s Stats) bool { return s.Recent[0].RequestID == other.RequestID })
+		s := waitFor(t, ch, time.Second, "the next call", func(s *Stats) bool { return s.Recent[0].RequestID == other.RequestID })
 		if s.Day.Requests != 2 || s.LastMinute.Requests != 2 || len(s.Recent) != 2 {
 			t.Fatalf("day %+v minute %+v recent %d: the late message was counted again", s.Day, s.LastMinute, len(s.Recent))
 		}
@@ -160,5 +160,5 @@ func TestLoadedMinuteSlides(t *testing.T) {
 		t.Fatalf("first message %+v", s.LastMinute)
 	}
 	c.set(c.now().Add(15 * time.Second))
-	waitFor(t, ch, time.Second, "the call leaving the minute", func(s Stats) bool { return s.LastMinute.Requests == 0 })
+	waitFor(t, ch, time.Second, "the call leaving the minute", func(s *Stats) bool { return s.LastMinute.Requests == 0 })
 }

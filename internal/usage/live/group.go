@@ -156,10 +156,11 @@ type group struct {
 	dirty      bool  // changed since the last flush
 	resynced   bool  // the next message follows a reload
 	sentMinute int64 // LastMinute.Requests of the last message, to notice the minute sliding
+	phase      int   // the slice of the flush interval in which the group is flushed
 }
 
-func newGroup(k groupKey) *group {
-	return &group{key: k, subs: make(map[*subscriber]struct{}), ready: make(chan struct{}), loading: true}
+func newGroup(k groupKey, phase int) *group {
+	return &group{key: k, subs: make(map[*subscriber]struct{}), ready: make(chan struct{}), loading: true, phase: phase}
 }
 
 // ingest takes one event off the bus.
@@ -192,9 +193,10 @@ func (g *group) apply(ev *usage.Event, today, now time.Time, recentCap int) {
 }
 
 // stats builds the group's message. scratch is reused between calls.
-func (g *group) stats(now time.Time, scratch *[]int64) Stats {
+func (g *group) stats(now time.Time, scratch *[]int64) *Stats {
 	m := g.st.minute(now, scratch)
-	return Stats{
+	return &Stats{
+		memo:        new(memo),
 		Day:         g.st.dayT,
 		DayStart:    g.st.day,
 		Period:      g.st.periodT,

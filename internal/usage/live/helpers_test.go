@@ -95,7 +95,7 @@ func record(t testing.TB, r *usage.Recorder, events ...usage.Event) {
 	}
 }
 
-func subscribe(t testing.TB, h *Hub, f Filter) (<-chan Stats, context.CancelFunc) {
+func subscribe(t testing.TB, h *Hub, f Filter) (<-chan *Stats, context.CancelFunc) {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel)
@@ -106,7 +106,7 @@ func subscribe(t testing.TB, h *Hub, f Filter) (<-chan Stats, context.CancelFunc
 	return ch, cancel
 }
 
-func next(t testing.TB, ch <-chan Stats, timeout time.Duration) Stats {
+func next(t testing.TB, ch <-chan *Stats, timeout time.Duration) *Stats {
 	t.Helper()
 	select {
 	case s, ok := <-ch:
@@ -121,10 +121,10 @@ func next(t testing.TB, ch <-chan Stats, timeout time.Duration) Stats {
 }
 
 // waitFor reads messages until one satisfies ok, failing after timeout.
-func waitFor(t testing.TB, ch <-chan Stats, timeout time.Duration, what string, ok func(Stats) bool) Stats {
+func waitFor(t testing.TB, ch <-chan *Stats, timeout time.Duration, what string, ok func(*Stats) bool) *Stats {
 	t.Helper()
 	deadline := time.After(timeout)
-	var last Stats
+	var last *Stats
 	for {
 		select {
 		case s, open := <-ch:
@@ -142,7 +142,7 @@ func waitFor(t testing.TB, ch <-chan Stats, timeout time.Duration, what string, 
 }
 
 // expectQuiet fails if a message arrives within d.
-func expectQuiet(t testing.TB, ch <-chan Stats, d time.Duration) {
+func expectQuiet(t testing.TB, ch <-chan *Stats, d time.Duration) {
 	t.Helper()
 	select {
 	case s := <-ch:

@@ -103,7 +103,7 @@ func TestEventArrivesWithinInterval(t *testing.T) {
 		ev.ErrorCode = "not_found"
 		start := time.Now()
 		record(t, rec, ev)
-		s := waitFor(t, ch, interval+500*time.Millisecond, "the new call", func(s Stats) bool { return s.Day.Requests == 2 })
+		s := waitFor(t, ch, interval+500*time.Millisecond, "the new call", func(s *Stats) bool { return s.Day.Requests == 2 })
 		t.Logf("committed -> delivered in %v (interval %v)", time.Since(start), interval)
 		want := Totals{Requests: 2, Errors: 1, InputTokens: 4, OutputTokens: 5}
 		if s.Day != want || s.Period != want {
@@ -132,7 +132,7 @@ func TestFiltersIsolate(t *testing.T) {
 		chProvider, _ := subscribe(t, h, Filter{ProviderTenantID: a.provider})
 		chOther, _ := subscribe(t, h, Filter{TenantID: other.tenant})
 		chAll, _ := subscribe(t, h, Filter{})
-		for _, ch := range []<-chan Stats{chA, chKeyB, chProvider, chOther, chAll} {
+		for _, ch := range []<-chan *Stats{chA, chKeyB, chProvider, chOther, chAll} {
 			if s := next(t, ch, time.Second); s.Day.Requests != 0 {
 				t.Fatalf("empty database, first message %+v", s.Day)
 			}
@@ -141,10 +141,10 @@ func TestFiltersIsolate(t *testing.T) {
 		evB := b.event(200, 1, 1, 1, time.Now())
 		record(t, rec, evB, a.event(200, 1, 1, 1, time.Now()), a.event(500, 1, 1, 1, time.Now()))
 
-		sProvider := waitFor(t, chProvider, time.Second, "3 calls", func(s Stats) bool { return s.Day.Requests == 3 })
-		waitFor(t, chAll, time.Second, "3 calls", func(s Stats) bool { return s.Day.Requests == 3 })
-		waitFor(t, chKeyB, time.Second, "1 call", func(s Stats) bool { return s.Day.Requests == 1 })
-		sA := waitFor(t, chA, time.Second, "2 calls", func(s Stats) bool { return s.Day.Requests == 2 })
+		sProvider := waitFor(t, chProvider, time.Second, "3 calls", func(s *Stats) bool { return s.Day.Requests == 3 })
+		waitFor(t, chAll, time.Second, "3 calls", func(s *Stats) bool { return s.Day.Requests == 3 })
+		waitFor(t, chKeyB, time.Second, "1 call", func(s *Stats) bool { return s.Day.Requests == 1 })
+		sA := waitFor(t, chA, time.Second, "2 calls", func(s *Stats) bool { return s.Day.Requests == 2 })
 		for _, c := range sA.Recent {
 			if c.RequestID == evB.RequestID {
 				t.Fatalf("buyer A saw buyer B's call %s", c.RequestID)
@@ -181,7 +181,7 @@ func TestBurstIsCoalesced(t *testing.T) {
 	const window = time.Second
 	deadline := time.After(window)
 	var msgs int
-	var last Stats
+	var last *Stats
 loop:
 	for {
 		select {
@@ -231,8 +231,8 @@ func TestSlowSubscriberBlocksNothing(t *testing.T) {
 		h.Publish(batch)
 		worstPublish = max(worstPublish, time.Since(start))
 		want := int64((i + 1) * perRound)
-		waitFor(t, fast, interval+2*time.Second, "the round's calls", func(s Stats) bool { return s.Day.Requests >= want })
-		waitFor(t, fastOther, interval+2*time.Second, "the round's calls", func(s Stats) bool { return s.Day.Requests >= want })
+		waitFor(t, fast, interval+2*time.Second, "the round's calls", func(s *Stats) bool { return s.Day.Requests >= want })
+		waitFor(t, fastOther, interval+2*time.Second, "the round's calls", func(s *Stats) bool { return s.Day.Requests >= want })
 		worstDelay = max(worstDelay, time.Since(start))
 	}
 	// Generous bounds: -race, GC and a shared machine. A Publish or a delivery that
@@ -337,7 +337,7 @@ func TestGoroutinesEnd(t *testing.T) {
 	baseline := runtime.NumGoroutine()
 
 	h := NewHub(db.Client, bus, Options{Interval: 10 * time.Millisecond, Logger: quietLogger()})
-	var chans []<-chan Stats
+	var chans []<-chan *Stats
 	var cancels []context.CancelFunc
 	for i := range 50 {
 		ctx, cancel := context.WithCancel(context.Background())

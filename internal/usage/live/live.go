@@ -105,12 +105,19 @@ type Stats struct {
 	// Since every message is a whole state, a client needs no special handling; the
 	// flag tells a dashboard (or a test) that what it shows jumped rather than ticked.
 	Resynced bool
+
+	// memo holds what consumers derived from this message (see Memo). A message is
+	// shared by every subscriber of its filter, so this is where "render once per
+	// filter, not once per subscriber" lives.
+	memo *memo
 }
 
 // Options tune a Hub. Zero values take the defaults.
 type Options struct {
 	// Interval is the shortest time between two messages to a subscriber; events in
-	// between are coalesced. Default 500ms.
+	// between are coalesced. Default 500ms. The groups are spread over the interval
+	// (each has its own phase) so that their subscribers' messages are not all sent in
+	// one burst that would stall everything else the process does.
 	Interval time.Duration
 	// BufferPerSubscriber is the capacity of each subscription's channel. Default 1:
 	// the latest state is all a dashboard needs.
@@ -193,11 +200,18 @@ type Hub struct {
 	sendMu  sync.Mutex
 	outbox  []delivery    // scratch for flush, guarded by sendMu
 	targets []*subscriber // the deliveries' subscribers, in order
+
+	// nextPhase assigns new groups their flush phase round-robin; guarded by mu.
+	nextPhase int
 }
+
+// flushPhases is how many slices the flush interval is cut into: each group is flushed
+// in one of them, once per interval.
+const flushPhases = 8
 
 // delivery is one group's message for n consecutive entries of Hub.targets.
 type delivery struct {
-	st Stats
+	st *Stats
 	n  int
 }
 
@@ -276,7 +290,7 @@ func (h *Hub) Publish(events []usage.Event) { h.pub.enqueue(events) }
 // when something changed. When ctx ends (or the hub closes) the channel is closed.
 //
 // Subscribe does not authorize: check f against the viewer first (see Filter).
-func (h *Hub) Subscribe(ctx context.Context, f Filter) (<-chan Stats, error) {
+func (h *Hub) Subscribe(ctx context.Context, f Filter) (<-chan *Stats, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
@@ -288,7 +302,8 @@ func (h *Hub) Subscribe(ctx context.Context, f Filter) (<-chan Stats, error) {
 	}
 	g := h.groups[k]
 	if g == nil {
-		g = newGroup(k)
+		g = newGroup(k, h.nextPhase)
+		h.nextPhase = (h.nextPhase + 1) % flushPhases
 		h.groups[k] = g
 		h.idx.add(g)
 		// The load runs on its own goroutine so that it serves every subscriber waiting
@@ -317,7 +332,7 @@ func (h *Hub) Subscribe(ctx context.Context, f Filter) (<-chan Stats, error) {
 		h.release(g)
 		return nil, g.err
 	}
-	s := &subscriber{g: g, ch: make(chan Stats, h.opts.BufferPerSubscriber)}
+	s := &subscriber{g: g, ch: make(chan *Stats, h.opts.BufferPerSubscriber)}
 	g.subs[s] = struct{}{}
 	h.subscribers++
 	s.ch <- g.stats(h.now(), &h.scratch) // a fresh channel has room
@@ -389,7 +404,7 @@ func (h *Hub) Close() error {
 // subscriber is one subscription.
 type subscriber struct {
 	g       *group
-	ch      chan Stats
+	ch      chan *Stats
 	stop    func() bool // stops the context.AfterFunc; guarded by Hub.mu
 	removed bool        // taken out of its group; guarded by Hub.mu
 	closed  bool        // ch is closed; guarded by Hub.sendMu
@@ -405,21 +420,21 @@ func (s *subscriber) close() {
 // deliver sends st without blocking. Only the ticker sends (Subscribe's first message
 // goes into a channel nobody else knows yet), under Hub.sendMu, so after making room the
 // send cannot fail.
-func (s *subscriber) deliver(st Stats) {
+func (s *subscriber) deliver(st *Stats) {
 	select {
 	case s.ch <- st:
 		return
 	default:
 	}
 	// The subscriber has not read what it was sent: drop the oldest message, which the
-	// new one supersedes (messages are whole states), and say so.
+	// new one supersedes (messages are whole states), and say so on a copy of its own:
+	// st is shared with the rest of the group.
 	select {
 	case <-s.ch:
 	default:
 	}
-	st.Resynced = true
 	select {
-	case s.ch <- st:
+	case s.ch <- st.resyncedCopy():
 	default:
 	}
 }
@@ -601,23 +616,28 @@ func (h *Hub) reloadMarked() bool {
 	return failed == 0
 }
 
-// ticker sends the dirty groups' state to their subscribers every Interval: one
-// goroutine for the whole hub, however many subscriptions it holds.
+// ticker sends the dirty groups' state to their subscribers: one goroutine for the whole
+// hub, however many subscriptions it holds. It wakes flushPhases times per Interval and
+// flushes the groups of one phase each time, so every group is flushed once per Interval.
 func (h *Hub) ticker() {
 	defer h.wg.Done()
-	t := time.NewTicker(h.opts.Interval)
+	t := time.NewTicker(h.opts.Interval / flushPhases)
 	defer t.Stop()
+	phase := 0
 	for {
 		select {
 		case <-t.C:
-			h.flush()
+			phase = (phase + 1) % flushPhases
+			h.flush(phase)
 		case <-h.done:
 			return
 		}
 	}
 }
 
-func (h *Hub) flush() {
+// flush sends the state of the dirty groups of one phase (-1: all phases) to their
+// subscribers.
+func (h *Hub) flush(phase int) {
 	if h.dropped != nil {
 		// A message the bus dropped for any of its subscriptions may have been ours.
 		if d := h.dropped(); d != h.lastDroppedSwap(d) {
@@ -631,7 +651,7 @@ func (h *Hub) flush() {
 	defer h.sendMu.Unlock()
 	h.mu.Lock()
 	for _, g := range h.groups {
-		if !g.loaded {
+		if !g.loaded || (phase >= 0 && g.phase != phase) {
 			continue
 		}
 		if g.seen != nil && now.After(g.seenUntil) {

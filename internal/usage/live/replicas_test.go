@@ -67,13 +67,13 @@ func testReplicas(t *testing.T, db *database.DB, busA, busB pubsub.Bus) {
 	ev := a.event(200, 5, 6, 42, time.Now())
 	start := time.Now()
 	record(t, recA, ev)
-	s := waitFor(t, chB, time.Second, "A's call on B", func(s Stats) bool { return s.Day.Requests == 1 })
+	s := waitFor(t, chB, time.Second, "A's call on B", func(s *Stats) bool { return s.Day.Requests == 1 })
 	t.Logf("replica A commit -> replica B delivery: %v", time.Since(start))
 	if s.Recent[0].RequestID != ev.RequestID || s.Day.OutputTokens != 6 {
 		t.Fatalf("B got %+v", s)
 	}
 	// The publisher hears its own message once, through the bus.
-	waitFor(t, chA, time.Second, "A's call on A", func(s Stats) bool { return s.Day.Requests == 1 })
+	waitFor(t, chA, time.Second, "A's call on A", func(s *Stats) bool { return s.Day.Requests == 1 })
 
 	// 300 events with long ids in one commit: many payloads, all under NOTIFY's limit.
 	batch := make([]usage.Event, 300)
@@ -83,9 +83,9 @@ func testReplicas(t *testing.T, db *database.DB, busA, busB pubsub.Bus) {
 		batch[i].ErrorCode = fmt.Sprintf("%064d", i)
 	}
 	hubA.Publish(batch)
-	waitFor(t, chB, 2*time.Second, "301 calls on B", func(s Stats) bool { return s.Day.Requests == 301 })
+	waitFor(t, chB, 2*time.Second, "301 calls on B", func(s *Stats) bool { return s.Day.Requests == 301 })
 	// And exactly once on A as well.
-	s = waitFor(t, chA, 2*time.Second, "301 calls on A", func(s Stats) bool { return s.Day.Requests >= 301 })
+	s = waitFor(t, chA, 2*time.Second, "301 calls on A", func(s *Stats) bool { return s.Day.Requests >= 301 })
 	time.Sleep(300 * time.Millisecond)
 	for len(chA) > 0 {
 		s = <-chA
@@ -126,7 +126,7 @@ func TestReconnectResyncs(t *testing.T) {
 	ch, _ := subscribe(t, h, Filter{ConfigID: a.config})
 	next(t, ch, time.Second)
 	record(t, loud, a.event(200, 1, 1, 1, time.Now()))
-	waitFor(t, ch, time.Second, "the first call", func(s Stats) bool { return s.Day.Requests == 1 })
+	waitFor(t, ch, time.Second, "the first call", func(s *Stats) bool { return s.Day.Requests == 1 })
 
 	record(t, silent, a.event(500, 10, 10, 10, time.Now())) // lost, as during an outage
 	admin, err := sql.Open("postgres", url)
@@ -139,13 +139,13 @@ func TestReconnectResyncs(t *testing.T) {
 	if err != nil || killed != 1 {
 		t.Fatalf("terminate listener: killed %d, %v", killed, err)
 	}
-	s := waitFor(t, ch, 5*time.Second, "a resynced state", func(s Stats) bool { return s.Resynced })
+	s := waitFor(t, ch, 5*time.Second, "a resynced state", func(s *Stats) bool { return s.Resynced })
 	if s.Day.Requests != 2 || s.Day.Errors != 1 || s.LastMinute.Requests != 2 {
 		t.Fatalf("after resync: %+v minute %+v, want the silent call counted", s.Day, s.LastMinute)
 	}
 	// The next message is an ordinary one again, and live events still count once.
 	record(t, loud, a.event(200, 1, 1, 1, time.Now()))
-	s = waitFor(t, ch, 2*time.Second, "the call after the reconnect", func(s Stats) bool { return s.Day.Requests >= 3 })
+	s = waitFor(t, ch, 2*time.Second, "the call after the reconnect", func(s *Stats) bool { return s.Day.Requests >= 3 })
 	if s.Day.Requests != 3 || s.Resynced {
 		t.Fatalf("after reconnect: %+v resynced=%v", s.Day, s.Resynced)
 	}
@@ -186,7 +186,7 @@ func TestLostPublishResyncs(t *testing.T) {
 	}
 	expectQuiet(t, ch, 200*time.Millisecond)
 	bus.fail.Store(false)
-	s := waitFor(t, ch, 3*time.Second, "a resync", func(s Stats) bool { return s.Resynced })
+	s := waitFor(t, ch, 3*time.Second, "a resync", func(s *Stats) bool { return s.Resynced })
 	if s.Day.Requests != 2 {
 		t.Fatalf("after resync %+v, want both calls from the database", s.Day)
 	}

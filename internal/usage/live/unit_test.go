@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -95,7 +97,7 @@ func TestIndexMatchesBruteForce(t *testing.T) {
 			continue
 		}
 		seen[k] = true
-		g := newGroup(k)
+		g := newGroup(k, 0)
 		groups = append(groups, g)
 		x.add(g)
 	}
@@ -213,5 +215,44 @@ func TestMinuteSamplesBounded(t *testing.T) {
 	// The samples are the latest calls.
 	if m.P50Ms < float64(9*MaxMinuteSamples) {
 		t.Fatalf("p50 %v from stale samples", m.P50Ms)
+	}
+}
+
+// A message derives each key once however many subscribers ask at the same time; a copy
+// made for one slow subscriber says Resynced and derives its own.
+func TestStatsMemo(t *testing.T) {
+	g := newGroup(Filter{}.key(), 0)
+	g.st = newState(g.key, time.Now())
+	st := g.stats(time.Now(), new([]int64))
+	var calls atomic.Int64
+	derive := func(v string) func() any {
+		return func() any { calls.Add(1); time.Sleep(time.Millisecond); return v }
+	}
+	var wg sync.WaitGroup
+	for range 50 {
+		wg.Go(func() {
+			if got := st.Memo("a", derive("A")); got != "A" {
+				t.Errorf("Memo(a) = %v", got)
+			}
+		})
+	}
+	wg.Wait()
+	if got := st.Memo("b", derive("B")); got != "B" || calls.Load() != 2 {
+		t.Fatalf("Memo(b) = %v after %d derivations, want B after 2", got, calls.Load())
+	}
+
+	cp := st.resyncedCopy()
+	if !cp.Resynced || st.Resynced {
+		t.Fatalf("copy resynced %v, original %v", cp.Resynced, st.Resynced)
+	}
+	if got := cp.Memo("a", derive("copy")); got != "copy" {
+		t.Fatalf("the copy shared its original's rendering: %v", got)
+	}
+
+	var zero Stats // not built by the hub: nothing to share
+	zero.Memo("a", derive("1"))
+	zero.Memo("a", derive("2"))
+	if calls.Load() != 5 {
+		t.Fatalf("%d derivations, want 5", calls.Load())
 	}
 }

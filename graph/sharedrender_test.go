@@ -1,0 +1,123 @@
+package graph_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"reflect"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	"github.com/gsvdev/agentregistry/ent/membership"
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/graph"
+	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/database"
+	"github.com/gsvdev/agentregistry/internal/pubsub"
+	"github.com/gsvdev/agentregistry/internal/usage"
+	"github.com/gsvdev/agentregistry/internal/usage/live"
+)
+
+// Subscribers of one filter that sent the same request share one rendering of each
+// message. Sharing never crosses what the request asked: the same document with other
+// variables gets its own rendering, and so does another tenant (another filter, hence
+// another message). The GraphQL operations observer runs once per rendering, which is
+// how the test counts them.
+func TestUsageStatsSubscribersShareRenderings(t *testing.T) {
+	var hub *live.Hub
+	var renders atomic.Int64
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) {
+		o.LiveUsage = liveUsageFunc(func() graph.LiveUsage { return hub })
+		o.ObserveOperation = func(_, opType string, _ time.Duration, _ bool) {
+			if opType == "subscription" {
+				renders.Add(1)
+			}
+		}
+	})
+	bus := pubsub.NewMemory()
+	t.Cleanup(func() { _ = bus.Close() })
+	hub = live.NewHub(h.client, bus, live.Options{Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { _ = hub.Close() })
+
+	fx := newFixtures(t, h.client)
+	a := fx.tenant("share-a", "share-a-user", membership.RoleOwner)
+	b := fx.tenant("share-b", "share-b-user", membership.RoleOwner)
+	admin := h.token("share-admin", auth.RolePlatformAdmin)
+
+	const doc = `subscription($f: UsageStatsFilter!, $recent: Boolean!) {
+		usageStats(filter: $f) { day { requests outputTokens } recent @include(if: $recent) { requestID } } }`
+	type sub struct {
+		name string
+		c    *websocket.Conn
+	}
+	open := func(name string, tenant pulid.ID, recent bool) sub {
+		c := wsDial(t, h)
+		wsInit(t, c, admin)
+		wsSend(t, c, map[string]any{"type": "subscribe", "id": "s", "payload": map[string]any{
+			"query": doc, "variables": map[string]any{"f": map[string]any{"tenantID": tenant}, "recent": recent}}})
+		wsNextFor(t, c, "s", "next") // the current state
+		return sub{name, c}
+	}
+	sameA := []sub{open("a1", a.Tenant.ID, true), open("a2", a.Tenant.ID, true), open("a3", a.Tenant.ID, true)}
+	otherVarsA := open("a-without-recent", a.Tenant.ID, false)
+	sameB := open("b", b.Tenant.ID, true)
+
+	before := renders.Load()
+	event := func(tenant pulid.ID, n int) usage.Event {
+		return usage.Event{
+			RequestID: fmt.Sprintf("share-%s-%d", tenant, n), TenantID: tenant, ProviderTenantID: pulid.MustNew("ten"),
+			ConfigID: pulid.MustNew("cfg"), AgentID: pulid.MustNew("agt"), APIKeyID: pulid.MustNew("key"),
+			Status: 200, InputTokens: 1, OutputTokens: 7, ElapsedMS: 3, StartedAt: time.Now(),
+		}
+	}
+	hub.Publish([]usage.Event{event(a.Tenant.ID, 1), event(a.Tenant.ID, 2), event(b.Tenant.ID, 1)})
+
+	data := func(s sub) map[string]any {
+		t.Helper()
+		m := wsNextFor(t, s.c, "s", "next")
+		d, _ := m["payload"].(map[string]any)["data"].(map[string]any)["usageStats"].(map[string]any)
+		if d == nil {
+			t.Fatalf("%s: no usageStats in %v", s.name, m)
+		}
+		return d
+	}
+	first := data(sameA[0])
+	if got := jsonString(first["day"]); got != `{"outputTokens":14,"requests":2}` {
+		t.Fatalf("a1 day %s, want tenant A's 2 calls", got)
+	}
+	for _, s := range sameA[1:] {
+		if got := data(s); !reflect.DeepEqual(got, first) {
+			t.Fatalf("%s got %s, a1 got %s", s.name, jsonString(got), jsonString(first))
+		}
+	}
+	if got := jsonString(data(otherVarsA)); got != `{"day":{"outputTokens":14,"requests":2}}` {
+		t.Fatalf("the same document without recent got %s", got)
+	}
+	gotB := data(sameB)
+	if got := jsonString(gotB["day"]); got != `{"outputTokens":7,"requests":1}` {
+		t.Fatalf("tenant B got %s: another tenant's numbers with the same document", got)
+	}
+	if got := jsonString(gotB["recent"]); got != fmt.Sprintf(`[{"requestID":"share-%s-1"}]`, b.Tenant.ID) {
+		t.Fatalf("tenant B's recent calls %s", got)
+	}
+	// Five messages, three distinct requests: three renderings.
+	if got := renders.Load() - before; got != 3 {
+		t.Fatalf("%d renderings for 5 subscribers asking 3 distinct requests, want 3", got)
+	}
+}
+
+// liveUsageFunc defers to a hub created after the harness (the hub needs its client).
+type liveUsageFunc func() graph.LiveUsage
+
+func (f liveUsageFunc) Subscribe(ctx context.Context, flt live.Filter) (<-chan *live.Stats, error) {
+	return f().Subscribe(ctx, flt)
+}
+
+func jsonString(v any) string {
+	b, _ := json.Marshal(v)
+	return string(b)
+}
