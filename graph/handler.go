@@ -60,7 +60,7 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	cfg.Directives.HasRole = hasRole
 	srv := handler.New(generated.NewExecutableSchema(cfg))
 
-	guard := newWSGuard(transport.CoderWebsocketImplementation{AcceptOptions: websocket.AcceptOptions{
+	guard := newWSGuard(coderWebsocket{AcceptOptions: websocket.AcceptOptions{
 		OriginPatterns: opts.AllowedOrigins,
 	}}, wsLimits{
 		InitTimeout:          orDefault(opts.WSInitTimeout, 10*time.Second),
@@ -88,6 +88,7 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	srv.Use(depthLimit{max: opts.MaxDepth})
 	srv.SetErrorPresenter(presentError(opts.Logger))
 	srv.SetRecoverFunc(recoverPanic(opts.Logger))
+	srv.Use(subscriptionIDs{})
 	srv.AroundOperations(shareRenders)
 	srv.AroundFields(requireViewer)
 	srv.AroundFields(capPageSize(opts.MaxPageSize))

@@ -4,27 +4,34 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"sync"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/gsvdev/agentregistry/internal/usage/live"
 )
 
 // The usageStats subscription sends one message to every subscriber of a filter: the hub
 // builds a live.Stats per filter and hands the same pointer to each. gqlgen would still
-// render it once per subscriber (execute the selection, marshal the lists), which at
-// thousands of subscribers is most of the process's work. shareRenders makes the
-// subscribers that sent the same request (document, operation name and variables)
-// share one rendering per message:
+// render it once per subscriber (execute the selection, encode the response, encode the
+// protocol message around it), which at thousands of subscribers is most of the
+// process's work. shareRenders makes the subscribers that sent the same request
+// (document, operation name and variables) share one rendering per message:
 //
 //  1. as the operation middleware, it gives each subscription operation a feed;
 //  2. the resolver (usageStats) hands the feed the hub's channel, and returns gqlgen a
 //     channel of the feed's own that holds nothing until step 3 puts a message in;
 //  3. per message, the wrapped response handler takes the next message from the hub and
-//     asks it (live.Stats.Memo) for the response rendered for this request; only the
-//     first subscriber to ask renders, by putting the message in gqlgen's channel and
-//     letting gqlgen execute as usual. The others send the same response.
+//     asks it (live.Stats.Memo) for the rendering for this request; only the first
+//     subscriber to ask renders, by putting the message in gqlgen's channel and letting
+//     gqlgen execute as usual, then encodes the response once;
+//  4. on a graphql-transport-ws connection the handler writes the protocol message itself
+//     around those bytes and goes on to the next message; gqlgen only sees the
+//     subscription end. Elsewhere (the legacy graphql-ws protocol) it returns the shared
+//     response for gqlgen to send.
 //
 // The rendering depends only on the message and the request: authorization happened when
 // the subscription started, and the UsageStats types have no per-viewer fields.
@@ -39,34 +46,135 @@ func shareRenders(ctx context.Context, next graphql.OperationHandler) graphql.Re
 	}
 	f := &feed{key: key}
 	handle := next(context.WithValue(ctx, feedKey{}, f))
+	conn, id := directTarget(ctx, oc)
 	return func(ctx context.Context) *graphql.Response {
 		if f.src == nil { // not a usageStats subscription, or it failed to start
 			return handle(ctx)
 		}
-		var st *live.Stats
-		select {
-		case s, ok := <-f.src:
-			if !ok {
-				return nil // the hub ended the subscription
+		for {
+			var st *live.Stats
+			select {
+			case s, ok := <-f.src:
+				if !ok {
+					return nil // the hub ended the subscription
+				}
+				st = s
+			case <-ctx.Done():
+				return nil
 			}
-			st = s
-		case <-ctx.Done():
-			return nil
-		}
-		render := func() *graphql.Response {
-			select { // a rendering that ended early may have left its message unread
-			case <-f.out:
-			default:
+			render := func() *graphql.Response {
+				select { // a rendering that ended early may have left its message unread
+				case <-f.out:
+				default:
+				}
+				f.out <- st
+				return handle(ctx)
 			}
-			f.out <- st
-			return handle(ctx)
+			r, _ := st.Memo(f.key, func() any { return newRendering(render()) }).(*rendering)
+			switch {
+			case r == nil: // the first renderer got nothing (its context ended, or it panicked)
+				return render()
+			case conn == nil || r.payload == nil:
+				return r.resp
+			}
+			if err := sendNext(ctx, conn, id, r.payload); err != nil {
+				return nil // the connection is gone or too slow: gqlgen winds it down
+			}
 		}
-		if resp, _ := st.Memo(f.key, func() any { return detach(render()) }).(*graphql.Response); resp != nil {
-			return resp
-		}
-		// The first renderer got nothing (its context ended, or it panicked).
-		return render()
 	}
+}
+
+// wsWriteTimeout bounds writing one message to a subscriber. A client that has not read
+// for that long, with the connection's buffers full, is closed rather than holding a
+// goroutine and its buffers indefinitely.
+const wsWriteTimeout = 10 * time.Second
+
+// rendering is one message rendered for one request.
+type rendering struct {
+	resp    *graphql.Response
+	payload []byte // resp encoded: the protocol message's payload; nil if it cannot be
+}
+
+// newRendering detaches resp (gqlgen's Data aliases a buffer the renderer's next message
+// reuses) and encodes it once for every subscriber.
+func newRendering(resp *graphql.Response) any {
+	if resp == nil {
+		return nil
+	}
+	cp := *resp
+	cp.Data = bytes.Clone(resp.Data)
+	payload, err := json.Marshal(&cp)
+	if err != nil {
+		payload = nil
+	}
+	return &rendering{resp: &cp, payload: payload}
+}
+
+var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+
+// sendNext writes a graphql-transport-ws "next" message for subscription id with an
+// encoded payload: {"id":…,"type":"next","payload":…}, what gqlgen itself would send.
+func sendNext(ctx context.Context, conn *protocolConn, id string, payload []byte) error {
+	b := framePool.Get().(*bytes.Buffer)
+	defer framePool.Put(b)
+	b.Reset()
+	quoted, err := json.Marshal(id)
+	if err != nil {
+		return err
+	}
+	b.WriteString(`{"id":`)
+	b.Write(quoted)
+	b.WriteString(`,"type":"next","payload":`)
+	b.Write(payload)
+	b.WriteByte('}')
+	ctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
+	defer cancel()
+	return conn.writeText(ctx, b.Bytes())
+}
+
+// directTarget returns the connection and subscription id to write an operation's
+// messages to, or nil when gqlgen must send them (not graphql-transport-ws, or the id is
+// unknown).
+func directTarget(ctx context.Context, oc *graphql.OperationContext) (*protocolConn, string) {
+	id, _ := oc.Extensions[subscriptionIDKey].(string)
+	slot, _ := ctx.Value(guardSlotKey{}).(*guardSlot)
+	if id == "" || slot == nil || slot.conn == nil || slot.conn.Subprotocol() != transportWS {
+		return nil, ""
+	}
+	return slot.conn, id
+}
+
+// subscriptionIDKey is the operation extension that carries a websocket operation's id
+// from subscriptionIDs to shareRenders. Only the server sets it.
+const subscriptionIDKey = "agentregistry.subscriptionID"
+
+// subscriptionIDs records each websocket operation's id in its extensions. gqlgen does
+// not pass the id to the operation; this parameter mutator runs while gqlgen creates the
+// operation, which it does before reading the connection's next message, so the id the
+// guard saw last is this operation's (protocolConn.takeSubscribing).
+type subscriptionIDs struct{}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationParameterMutator
+} = subscriptionIDs{}
+
+func (subscriptionIDs) ExtensionName() string                   { return "SubscriptionIDs" }
+func (subscriptionIDs) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (subscriptionIDs) MutateOperationParameters(ctx context.Context, p *graphql.RawParams) *gqlerror.Error {
+	delete(p.Extensions, subscriptionIDKey) // never the client's
+	slot, _ := ctx.Value(guardSlotKey{}).(*guardSlot)
+	if slot == nil || slot.conn == nil {
+		return nil
+	}
+	if id := slot.conn.takeSubscribing(); id != "" {
+		if p.Extensions == nil {
+			p.Extensions = map[string]any{}
+		}
+		p.Extensions[subscriptionIDKey] = id
+	}
+	return nil
 }
 
 type feedKey struct{}
@@ -107,15 +215,4 @@ func requestKey(oc *graphql.OperationContext) (string, bool) {
 	b.WriteByte(0)
 	b.Write(vars)
 	return b.String(), true
-}
-
-// detach copies resp so that it can be shared: gqlgen's Data aliases a buffer the
-// renderer's next message reuses.
-func detach(resp *graphql.Response) *graphql.Response {
-	if resp == nil {
-		return nil
-	}
-	cp := *resp
-	cp.Data = bytes.Clone(resp.Data)
-	return &cp
 }

@@ -28,21 +28,7 @@ import (
 // another message). The GraphQL operations observer runs once per rendering, which is
 // how the test counts them.
 func TestUsageStatsSubscribersShareRenderings(t *testing.T) {
-	var hub *live.Hub
-	var renders atomic.Int64
-	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) {
-		o.LiveUsage = liveUsageFunc(func() graph.LiveUsage { return hub })
-		o.ObserveOperation = func(_, opType string, _ time.Duration, _ bool) {
-			if opType == "subscription" {
-				renders.Add(1)
-			}
-		}
-	})
-	bus := pubsub.NewMemory()
-	t.Cleanup(func() { _ = bus.Close() })
-	hub = live.NewHub(h.client, bus, live.Options{Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
-	t.Cleanup(func() { _ = hub.Close() })
-
+	h, hub, renders := newLiveHarness(t)
 	fx := newFixtures(t, h.client)
 	a := fx.tenant("share-a", "share-a-user", membership.RoleOwner)
 	b := fx.tenant("share-b", "share-b-user", membership.RoleOwner)
@@ -67,14 +53,7 @@ func TestUsageStatsSubscribersShareRenderings(t *testing.T) {
 	sameB := open("b", b.Tenant.ID, true)
 
 	before := renders.Load()
-	event := func(tenant pulid.ID, n int) usage.Event {
-		return usage.Event{
-			RequestID: fmt.Sprintf("share-%s-%d", tenant, n), TenantID: tenant, ProviderTenantID: pulid.MustNew("ten"),
-			ConfigID: pulid.MustNew("cfg"), AgentID: pulid.MustNew("agt"), APIKeyID: pulid.MustNew("key"),
-			Status: 200, InputTokens: 1, OutputTokens: 7, ElapsedMS: 3, StartedAt: time.Now(),
-		}
-	}
-	hub.Publish([]usage.Event{event(a.Tenant.ID, 1), event(a.Tenant.ID, 2), event(b.Tenant.ID, 1)})
+	hub.Publish([]usage.Event{callOf(a.Tenant.ID, 1), callOf(a.Tenant.ID, 2), callOf(b.Tenant.ID, 1)})
 
 	data := func(s sub) map[string]any {
 		t.Helper()
@@ -101,12 +80,85 @@ func TestUsageStatsSubscribersShareRenderings(t *testing.T) {
 	if got := jsonString(gotB["day"]); got != `{"outputTokens":7,"requests":1}` {
 		t.Fatalf("tenant B got %s: another tenant's numbers with the same document", got)
 	}
-	if got := jsonString(gotB["recent"]); got != fmt.Sprintf(`[{"requestID":"share-%s-1"}]`, b.Tenant.ID) {
+	if got := jsonString(gotB["recent"]); got != fmt.Sprintf(`[{"requestID":"call-%s-1"}]`, b.Tenant.ID) {
 		t.Fatalf("tenant B's recent calls %s", got)
 	}
 	// Five messages, three distinct requests: three renderings.
 	if got := renders.Load() - before; got != 3 {
 		t.Fatalf("%d renderings for 5 subscribers asking 3 distinct requests, want 3", got)
+	}
+}
+
+// newLiveHarness is a harness with a live hub on the in-process bus (50ms interval) and a
+// count of the subscription messages gqlgen rendered.
+func newLiveHarness(t *testing.T) (*harness, *live.Hub, *atomic.Int64) {
+	var hub *live.Hub
+	renders := new(atomic.Int64)
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) {
+		o.LiveUsage = liveUsageFunc(func() graph.LiveUsage { return hub })
+		o.ObserveOperation = func(_, opType string, _ time.Duration, _ bool) {
+			if opType == "subscription" {
+				renders.Add(1)
+			}
+		}
+	})
+	bus := pubsub.NewMemory()
+	t.Cleanup(func() { _ = bus.Close() })
+	hub = live.NewHub(h.client, bus, live.Options{Interval: 50 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	t.Cleanup(func() { _ = hub.Close() })
+	return h, hub, renders
+}
+
+func callOf(tenant pulid.ID, n int) usage.Event {
+	return usage.Event{
+		RequestID: fmt.Sprintf("call-%s-%d", tenant, n), TenantID: tenant, ProviderTenantID: pulid.MustNew("ten"),
+		ConfigID: pulid.MustNew("cfg"), AgentID: pulid.MustNew("agt"), APIKeyID: pulid.MustNew("key"),
+		Status: 200, InputTokens: 1, OutputTokens: 7, ElapsedMS: 3, StartedAt: time.Now(),
+	}
+}
+
+// The server writes the shared messages itself; each still carries its own subscription's
+// id, whatever the client put in its extensions.
+func TestUsageStatsMessagesCarryTheirSubscriptionID(t *testing.T) {
+	h, hub, _ := newLiveHarness(t)
+	a := newFixtures(t, h.client).tenant("ids-a", "ids-a-user", membership.RoleOwner)
+	c := wsDial(t, h)
+	wsInit(t, c, h.token("ids-admin", auth.RolePlatformAdmin))
+	query := fmt.Sprintf(`subscription { usageStats(filter: {tenantID: %q}) { day { requests } } }`, a.Tenant.ID)
+	wsSend(t, c, map[string]any{"type": "subscribe", "id": "one", "payload": map[string]any{"query": query}})
+	wsSend(t, c, map[string]any{"type": "subscribe", "id": "two", "payload": map[string]any{
+		"query": query, "extensions": map[string]any{"agentregistry.subscriptionID": "one"}}})
+
+	seen := map[string][]string{}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	published := false
+	for len(seen["one"]) < 2 || len(seen["two"]) < 2 {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("reading (seen %v): %v", seen, err)
+		}
+		var m struct {
+			ID, Type string
+			Payload  json.RawMessage
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("not JSON: %s", b)
+		}
+		if m.Type != "next" || (m.ID != "one" && m.ID != "two") {
+			t.Fatalf("unexpected message %s", b)
+		}
+		seen[m.ID] = append(seen[m.ID], string(m.Payload))
+		if !published && len(seen["one"]) == 1 && len(seen["two"]) == 1 {
+			hub.Publish([]usage.Event{callOf(a.Tenant.ID, 1)})
+			published = true
+		}
+	}
+	want := []string{`{"data":{"usageStats":{"day":{"requests":0}}}}`, `{"data":{"usageStats":{"day":{"requests":1}}}}`}
+	for _, id := range []string{"one", "two"} {
+		if !reflect.DeepEqual(seen[id], want) {
+			t.Fatalf("subscription %s got %v, want %v", id, seen[id], want)
+		}
 	}
 }
 

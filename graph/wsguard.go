@@ -121,6 +121,7 @@ type protocolConn struct {
 	inits       int
 	acked       bool
 	active      map[string]bool
+	subscribing string // the id of the subscribe message gqlgen is reading (see takeSubscribing)
 	closed      bool
 	initTimer   *time.Timer
 	expiryTimer *time.Timer
@@ -241,6 +242,7 @@ func (c *protocolConn) decide(m wsMessage) verdict {
 			return verdict{refuse: fmt.Sprintf("at most %d subscriptions per connection", c.limits.MaxSubscriptions)}
 		}
 		c.active[m.ID] = true
+		c.subscribing = m.ID
 	case "complete":
 		delete(c.active, m.ID)
 	case "ping", "pong":
@@ -300,6 +302,36 @@ func messageTypeID(v any) (typ, id string) {
 	}
 	_ = json.Unmarshal(b, &m)
 	return m.Type, m.ID
+}
+
+// takeSubscribing returns the id of the subscribe message last handed to gqlgen, once.
+// gqlgen reads messages one at a time and creates each subscription's operation before
+// it reads the next message, so during that creation this is the operation's id. (gqlgen
+// does not tell an operation its id; sharedrender.go needs it to write the operation's
+// messages itself.)
+func (c *protocolConn) takeSubscribing() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	id := c.subscribing
+	c.subscribing = ""
+	return id
+}
+
+// writeText writes an encoded protocol message, bypassing gqlgen (see takeSubscribing).
+func (c *protocolConn) writeText(ctx context.Context, data []byte) error {
+	c.mu.Lock()
+	closed := c.closed
+	c.mu.Unlock()
+	w, ok := c.WebsocketConn.(interface {
+		WriteText(context.Context, []byte) error
+	})
+	switch {
+	case closed:
+		return transport.ErrWebsocketClosed
+	case !ok:
+		return errors.ErrUnsupported
+	}
+	return w.WriteText(ctx, data)
 }
 
 // WriteClose implements transport.WebsocketConn: once the guard closed with its own code,

@@ -187,7 +187,7 @@ type Hub struct {
 
 	// mu guards the groups and their state. Channel sends and closes happen under
 	// sendMu instead, after mu is released, so that ingestion never waits while a flush
-	// hands a message to thousands of subscribers.
+	// hands a message to thousands of subscribers. A flush holds flushMu throughout.
 	mu          sync.Mutex
 	closed      bool
 	groups      map[groupKey]*group
@@ -198,8 +198,8 @@ type Hub struct {
 	scratch     []int64  // scratch for percentiles
 
 	sendMu  sync.Mutex
-	outbox  []delivery    // scratch for flush, guarded by sendMu
-	targets []*subscriber // the deliveries' subscribers, in order
+	flushMu sync.Mutex
+	sends   []send // scratch for flush, guarded by flushMu
 
 	// nextPhase assigns new groups their flush phase round-robin; guarded by mu.
 	nextPhase int
@@ -209,10 +209,13 @@ type Hub struct {
 // in one of them, once per interval.
 const flushPhases = 8
 
-// delivery is one group's message for n consecutive entries of Hub.targets.
-type delivery struct {
+// deliverChunk is how many subscribers a flush wakes at a time (see deliverPaced).
+const deliverChunk = 64
+
+// send is one message for one subscriber.
+type send struct {
+	s  *subscriber
 	st *Stats
-	n  int
 }
 
 // NewHub starts a hub reading the database through client and exchanging events on bus.
@@ -647,8 +650,8 @@ func (h *Hub) flush(phase int) {
 	}
 	now := h.now()
 	today := dayOf(now)
-	h.sendMu.Lock()
-	defer h.sendMu.Unlock()
+	h.flushMu.Lock()
+	defer h.flushMu.Unlock()
 	h.mu.Lock()
 	for _, g := range h.groups {
 		if !g.loaded || (phase >= 0 && g.phase != phase) {
@@ -672,27 +675,45 @@ func (h *Hub) flush(phase int) {
 		// What every subscriber of g now shows (a new subscriber's first message may be
 		// fresher, but the next flush brings the others level with it).
 		g.sentMinute = st.LastMinute.Requests
-		h.outbox = append(h.outbox, delivery{st: st, n: len(g.subs)})
 		for s := range g.subs {
-			h.targets = append(h.targets, s)
+			h.sends = append(h.sends, send{s: s, st: st})
 		}
 		g.dirty, g.resynced = false, false
 	}
 	h.mu.Unlock()
+	h.deliverPaced(h.sends)
+	clear(h.sends)
+	h.sends = h.sends[:0]
+}
 
-	// A subscription removed meanwhile is closed (under sendMu) and skipped.
-	i := 0
-	for _, d := range h.outbox {
-		for _, s := range h.targets[i : i+d.n] {
-			if !s.closed {
-				s.deliver(d.st)
+// deliverPaced hands out a flush's messages deliverChunk at a time, spread over most of
+// a phase. Each message wakes its subscriber's goroutine, which writes to a connection;
+// waking thousands at once would queue every other goroutine of the process (the
+// gateway's calls) behind them for tens of milliseconds.
+func (h *Hub) deliverPaced(sends []send) {
+	var pause time.Duration
+	if chunks := (len(sends) + deliverChunk - 1) / deliverChunk; chunks > 1 {
+		pause = h.opts.Interval / flushPhases * 3 / 4 / time.Duration(chunks)
+	}
+	for len(sends) > 0 {
+		n := min(deliverChunk, len(sends))
+		h.sendMu.Lock()
+		for _, d := range sends[:n] {
+			// A subscription removed meanwhile is closed (under sendMu) and skipped.
+			if !d.s.closed {
+				d.s.deliver(d.st)
 			}
 		}
-		i += d.n
+		h.sendMu.Unlock()
+		sends = sends[n:]
+		if len(sends) > 0 && pause > 0 {
+			select {
+			case <-time.After(pause):
+			case <-h.done:
+				pause = 0 // closing: the rest are closed and skipped
+			}
+		}
 	}
-	clear(h.outbox)
-	clear(h.targets)
-	h.outbox, h.targets = h.outbox[:0], h.targets[:0]
 }
 
 func (h *Hub) lastDroppedSwap(d uint64) uint64 {
