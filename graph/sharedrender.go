@@ -77,7 +77,7 @@ func shareRenders(ctx context.Context, next graphql.OperationHandler) graphql.Re
 			case conn == nil || r.payload == nil:
 				return r.resp
 			}
-			if err := sendNext(ctx, conn, id, r.payload); err != nil {
+			if err := sendNext(conn, id, r.payload); err != nil {
 				return nil // the connection is gone or too slow: gqlgen winds it down
 			}
 		}
@@ -114,7 +114,7 @@ var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
 // sendNext writes a graphql-transport-ws "next" message for subscription id with an
 // encoded payload: {"id":…,"type":"next","payload":…}, what gqlgen itself would send.
-func sendNext(ctx context.Context, conn *protocolConn, id string, payload []byte) error {
+func sendNext(conn *protocolConn, id string, payload []byte) error {
 	b := framePool.Get().(*bytes.Buffer)
 	defer framePool.Put(b)
 	b.Reset()
@@ -127,9 +127,12 @@ func sendNext(ctx context.Context, conn *protocolConn, id string, payload []byte
 	b.WriteString(`,"type":"next","payload":`)
 	b.Write(payload)
 	b.WriteByte('}')
-	ctx, cancel := context.WithTimeout(ctx, wsWriteTimeout)
+	// Not the subscription's context: coder/websocket closes the whole connection, without
+	// a close frame, when a write's context ends during the write, and the subscription's
+	// ends whenever the client completes it or the guard closes with a protocol code.
+	wctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
 	defer cancel()
-	return conn.writeText(ctx, b.Bytes())
+	return conn.writeText(wctx, b.Bytes())
 }
 
 // directTarget returns the connection and subscription id to write an operation's
