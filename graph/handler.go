@@ -48,7 +48,9 @@ type Options struct {
 	WSInitTimeout           time.Duration
 	MaxSubscriptionsPerConn int
 	MaxConnectionsPerUser   int
-	// ObserveOperation records an operation's outcome (metrics); may be nil.
+	// ObserveOperation records an operation's outcome (metrics); may be nil. For the
+	// usageStats subscription it runs once per rendering of a message, which subscribers
+	// sending the same request share (sharedrender.go), not once per message sent.
 	ObserveOperation func(name, opType string, d time.Duration, failed bool)
 	Logger           *slog.Logger
 }

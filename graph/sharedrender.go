@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql"
+	"github.com/coder/websocket"
 	"github.com/vektah/gqlparser/v2/ast"
 	"github.com/vektah/gqlparser/v2/gqlerror"
 
@@ -34,7 +35,12 @@ import (
 //     response for gqlgen to send.
 //
 // The rendering depends only on the message and the request: authorization happened when
-// the subscription started, and the UsageStats types have no per-viewer fields.
+// the subscription started, and the UsageStats types have no per-viewer fields (no
+// resolvers, no @hasRole). A field whose value depended on the viewer would be served to
+// every subscriber of the filter: add the viewer to requestKey before adding one.
+//
+// The GraphQL operation metrics (Options.ObserveOperation) run inside gqlgen, so for
+// usageStats they count renderings, not the messages sent.
 func shareRenders(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	oc := graphql.GetOperationContext(ctx)
 	if oc.Operation == nil || oc.Operation.Operation != ast.Subscription {
@@ -62,6 +68,9 @@ func shareRenders(ctx context.Context, next graphql.OperationHandler) graphql.Re
 			case <-ctx.Done():
 				return nil
 			}
+			if ctx.Err() != nil { // both were ready: the client completed the subscription
+				return nil
+			}
 			render := func() *graphql.Response {
 				select { // a rendering that ended early may have left its message unread
 				case <-f.out:
@@ -72,13 +81,17 @@ func shareRenders(ctx context.Context, next graphql.OperationHandler) graphql.Re
 			}
 			r, _ := st.Memo(f.key, func() any { return newRendering(render()) }).(*rendering)
 			switch {
-			case r == nil: // the first renderer got nothing (its context ended, or it panicked)
-				return render()
+			case r == nil: // this subscriber rendered, and gqlgen produced nothing: it ended
+				return nil
 			case conn == nil || r.payload == nil:
 				return r.resp
 			}
 			if err := sendNext(conn, id, r.payload); err != nil {
-				return nil // the connection is gone or too slow: gqlgen winds it down
+				// Too slow (or gone): close the connection rather than complete the
+				// subscription, which would tell the client it ended normally and leave
+				// its dashboard frozen; a closed connection makes it reconnect.
+				conn.closeWith(int(websocket.StatusTryAgainLater), "Too slow")
+				return nil
 			}
 		}
 	}
@@ -141,7 +154,7 @@ func sendNext(conn *protocolConn, id string, payload []byte) error {
 func directTarget(ctx context.Context, oc *graphql.OperationContext) (*protocolConn, string) {
 	id, _ := oc.Extensions[subscriptionIDKey].(string)
 	slot, _ := ctx.Value(guardSlotKey{}).(*guardSlot)
-	if id == "" || slot == nil || slot.conn == nil || slot.conn.Subprotocol() != transportWS {
+	if id == "" || slot == nil || slot.conn == nil || slot.conn.Subprotocol() != transportWS || !slot.conn.canWriteText() {
 		return nil, ""
 	}
 	return slot.conn, id
@@ -166,7 +179,9 @@ func (subscriptionIDs) ExtensionName() string                   { return "Subscr
 func (subscriptionIDs) Validate(graphql.ExecutableSchema) error { return nil }
 
 func (subscriptionIDs) MutateOperationParameters(ctx context.Context, p *graphql.RawParams) *gqlerror.Error {
-	delete(p.Extensions, subscriptionIDKey) // never the client's
+	// Never the client's. (Only graphql-transport-ws operations are written directly, and
+	// there the guard's id overwrites any other; this keeps it so if that changes.)
+	delete(p.Extensions, subscriptionIDKey)
 	slot, _ := ctx.Value(guardSlotKey{}).(*guardSlot)
 	if slot == nil || slot.conn == nil {
 		return nil

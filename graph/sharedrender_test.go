@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"reflect"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -124,10 +125,12 @@ func TestUsageStatsMessagesCarryTheirSubscriptionID(t *testing.T) {
 	a := newFixtures(t, h.client).tenant("ids-a", "ids-a-user", membership.RoleOwner)
 	c := wsDial(t, h)
 	wsInit(t, c, h.token("ids-admin", auth.RolePlatformAdmin))
-	query := fmt.Sprintf(`subscription { usageStats(filter: {tenantID: %q}) { day { requests } } }`, a.Tenant.ID)
-	wsSend(t, c, map[string]any{"type": "subscribe", "id": "one", "payload": map[string]any{"query": query}})
+	// Different selections, so that messages swapped between the two would show.
+	query := `subscription { usageStats(filter: {tenantID: %q}) { day { %s } } }`
+	wsSend(t, c, map[string]any{"type": "subscribe", "id": "one", "payload": map[string]any{
+		"query": fmt.Sprintf(query, a.Tenant.ID, "requests")}})
 	wsSend(t, c, map[string]any{"type": "subscribe", "id": "two", "payload": map[string]any{
-		"query": query, "extensions": map[string]any{"agentregistry.subscriptionID": "one"}}})
+		"query": fmt.Sprintf(query, a.Tenant.ID, "outputTokens"), "extensions": map[string]any{"agentregistry.subscriptionID": "one"}}})
 
 	seen := map[string][]string{}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
@@ -154,11 +157,68 @@ func TestUsageStatsMessagesCarryTheirSubscriptionID(t *testing.T) {
 			published = true
 		}
 	}
-	want := []string{`{"data":{"usageStats":{"day":{"requests":0}}}}`, `{"data":{"usageStats":{"day":{"requests":1}}}}`}
-	for _, id := range []string{"one", "two"} {
-		if !reflect.DeepEqual(seen[id], want) {
-			t.Fatalf("subscription %s got %v, want %v", id, seen[id], want)
+	want := map[string][]string{
+		"one": {`{"data":{"usageStats":{"day":{"requests":0}}}}`, `{"data":{"usageStats":{"day":{"requests":1}}}}`},
+		"two": {`{"data":{"usageStats":{"day":{"outputTokens":0}}}}`, `{"data":{"usageStats":{"day":{"outputTokens":7}}}}`},
+	}
+	for id, w := range want {
+		if !reflect.DeepEqual(seen[id], w) {
+			t.Fatalf("subscription %s got %v, want %v", id, seen[id], w)
 		}
+	}
+}
+
+// On the legacy graphql-ws protocol gqlgen sends the messages, and subscribers still share
+// the rendering.
+func TestUsageStatsLegacyProtocolSharesRenderings(t *testing.T) {
+	h, hub, renders := newLiveHarness(t)
+	a := newFixtures(t, h.client).tenant("legacy-a", "legacy-a-user", membership.RoleOwner)
+	query := fmt.Sprintf(`subscription { usageStats(filter: {tenantID: %q}) { day { requests } } }`, a.Tenant.ID)
+	open := func() *websocket.Conn {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(h.srv.URL, "http")+"/",
+			&websocket.DialOptions{Subprotocols: []string{"graphql-ws"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.CloseNow() })
+		wsSend(t, c, map[string]any{"type": "connection_init", "payload": map[string]any{"Authorization": "Bearer " + h.token("legacy-admin", auth.RolePlatformAdmin)}})
+		wsSend(t, c, map[string]any{"type": "start", "id": "1", "payload": map[string]any{"query": query}})
+		return c
+	}
+	data := func(c *websocket.Conn) string {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				t.Fatalf("no data: %v", err)
+			}
+			var m struct {
+				ID, Type string
+				Payload  json.RawMessage
+			}
+			_ = json.Unmarshal(b, &m)
+			if m.Type == "data" && m.ID == "1" {
+				return string(m.Payload)
+			}
+		}
+	}
+	conns := []*websocket.Conn{open(), open(), open()}
+	for _, c := range conns {
+		data(c) // the current state
+	}
+	before := renders.Load()
+	hub.Publish([]usage.Event{callOf(a.Tenant.ID, 1)})
+	for i, c := range conns {
+		if got := data(c); got != `{"data":{"usageStats":{"day":{"requests":1}}}}` {
+			t.Fatalf("connection %d got %s", i, got)
+		}
+	}
+	if got := renders.Load() - before; got != 1 {
+		t.Fatalf("%d renderings for three subscribers of one request, want 1", got)
 	}
 }
 

@@ -317,14 +317,23 @@ func (c *protocolConn) takeSubscribing() string {
 	return id
 }
 
+// textWriter is a connection that writes encoded messages (coderConn).
+type textWriter interface {
+	WriteText(context.Context, []byte) error
+}
+
+// canWriteText reports whether writeText works on this connection.
+func (c *protocolConn) canWriteText() bool {
+	_, ok := c.WebsocketConn.(textWriter)
+	return ok
+}
+
 // writeText writes an encoded protocol message, bypassing gqlgen (see takeSubscribing).
 func (c *protocolConn) writeText(ctx context.Context, data []byte) error {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
-	w, ok := c.WebsocketConn.(interface {
-		WriteText(context.Context, []byte) error
-	})
+	w, ok := c.WebsocketConn.(textWriter)
 	switch {
 	case closed:
 		return transport.ErrWebsocketClosed

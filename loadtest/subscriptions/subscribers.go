@@ -360,6 +360,8 @@ func (sc *subConn) readFast(b []byte, now time.Time) bool {
 		if end < 0 {
 			break
 		}
+		// The id as encoded, not unescaped: the bench's ids are plain ASCII, which JSON
+		// leaves as is.
 		if _, ok := s.Seen[string(rest[:end])]; !ok {
 			s.Seen[string(rest[:end])] = t
 		}

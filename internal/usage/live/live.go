@@ -624,7 +624,7 @@ func (h *Hub) reloadMarked() bool {
 // flushes the groups of one phase each time, so every group is flushed once per Interval.
 func (h *Hub) ticker() {
 	defer h.wg.Done()
-	t := time.NewTicker(h.opts.Interval / flushPhases)
+	t := time.NewTicker(max(h.opts.Interval/flushPhases, time.Millisecond))
 	defer t.Stop()
 	phase := 0
 	for {

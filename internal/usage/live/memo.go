@@ -9,13 +9,16 @@ type memo struct {
 }
 
 type memoEntry struct {
-	once sync.Once
+	mu   sync.Mutex
+	done bool
 	v    any
 }
 
 // Memo returns derive's result for key, calling derive at most once per message and
 // key: the first caller derives, concurrent callers with the same key wait for it, later
-// ones get the stored value. A message reaches every subscriber of its filter, so a
+// ones get the stored value. A nil result (or a panic) is not stored: the next caller
+// derives again, so that one subscriber whose rendering failed (its connection ended
+// mid-way) does not leave the others to render for themselves. A message reaches every subscriber of its filter, so a
 // transport that renders it for a subscriber can key the rendering by what the
 // subscriber asked for, and render once per filter and request instead of once per
 // subscriber. The value must not depend on anything but the message and the key, and
@@ -36,7 +39,13 @@ func (s *Stats) Memo(key string, derive func() any) any {
 		s.memo.entries[key] = e
 	}
 	s.memo.mu.Unlock()
-	e.once.Do(func() { e.v = derive() })
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if !e.done {
+		if v := derive(); v != nil {
+			e.v, e.done = v, true
+		}
+	}
 	return e.v
 }
 

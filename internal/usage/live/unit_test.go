@@ -255,4 +255,16 @@ func TestStatsMemo(t *testing.T) {
 	if calls.Load() != 5 {
 		t.Fatalf("%d derivations, want 5", calls.Load())
 	}
+
+	// A derivation that yields nothing or panics is not kept: the next caller derives.
+	if got := st.Memo("c", func() any { return nil }); got != nil {
+		t.Fatalf("Memo(c) = %v, want nil", got)
+	}
+	func() {
+		defer func() { _ = recover() }()
+		st.Memo("c", func() any { panic("render failed") })
+	}()
+	if got := st.Memo("c", derive("C")); got != "C" {
+		t.Fatalf("after a nil and a panic, Memo(c) = %v, want C", got)
+	}
 }
