@@ -20,14 +20,21 @@ import (
 
 // burst sends n calls at once, spread over the envs round-robin, and counts statuses.
 func burst(t *testing.T, envs []*env, key string, n int) (map[int]int, time.Duration) {
+	statuses, _, elapsed := burstEach(t, envs, key, n)
+	return statuses, elapsed
+}
+
+// burstEach is burst that also counts the answers of each instance (by index in envs).
+func burstEach(t *testing.T, envs []*env, key string, n int) (map[int]int, []int, time.Duration) {
 	t.Helper()
 	var mu sync.Mutex
 	statuses := map[int]int{}
+	answered := make([]int, len(envs))
 	var wg sync.WaitGroup
 	start := make(chan struct{})
 	for i := 0; i < n; i++ {
 		wg.Add(1)
-		go func(e *env) {
+		go func(i int, e *env) {
 			defer wg.Done()
 			<-start
 			req, _ := http.NewRequest(http.MethodPost, e.srv.URL+"/api/agent-gateway/invoke/", strings.NewReader(`{"input":"hi"}`))
@@ -40,18 +47,19 @@ func burst(t *testing.T, envs []*env, key string, n int) (map[int]int, time.Dura
 			resp.Body.Close()
 			mu.Lock()
 			statuses[resp.StatusCode]++
+			answered[i]++
 			if resp.StatusCode == 429 {
 				if ra, err := strconv.Atoi(resp.Header.Get("Retry-After")); err != nil || ra < 1 {
 					t.Errorf("429 with Retry-After %q", resp.Header.Get("Retry-After"))
 				}
 			}
 			mu.Unlock()
-		}(envs[i%len(envs)])
+		}(i%len(envs), envs[i%len(envs)])
 	}
 	begin := time.Now()
 	close(start)
 	wg.Wait()
-	return statuses, time.Since(begin)
+	return statuses, answered, time.Since(begin)
 }
 
 // checkBurst wants exactly rpm calls through and the rest rejected. GCRA refills one call
@@ -133,13 +141,16 @@ func TestRateLimitConcurrentRedisTwoInstances(t *testing.T) {
 	f := a.seed(fixtureOptions{rpmKey: 50})
 	warmUp(t, []*env{a, b}, f)
 	key := a.secret(f)
-	got, elapsed := burst(t, []*env{a, b}, key, 200)
+	got, answered, elapsed := burstEach(t, []*env{a, b}, key, 200)
+	// Both replicas answered half the burst, and only the key's 50 went through in all:
+	// separate budgets would have let up to 100 through. Which replica's calls win the
+	// shared budget is a race (all 50 may land on one), so that is not asserted.
 	checkBurst(t, got, elapsed, 50, 200)
+	if answered[0] != 100 || answered[1] != 100 {
+		t.Fatalf("answers per replica %v, want 100 each", answered)
+	}
 	if calls := a.rt.Calls() + b.rt.Calls(); calls != got[200]+2 {
 		t.Fatalf("langflow calls %d", calls)
-	}
-	if a.rt.Calls() < 2 || b.rt.Calls() < 2 {
-		t.Fatalf("both replicas must have served: %d and %d", a.rt.Calls(), b.rt.Calls())
 	}
 }
 

@@ -328,11 +328,18 @@ func TestRecordCallerCancelDoesNotAbortBatch(t *testing.T) {
 		cctx, cancel := context.WithCancel(context.Background())
 		var gaveUp, stayed error
 		var wg sync.WaitGroup
-		wg.Go(func() { gaveUp = r.Record(cctx, s.event("impatient", 200, 1, 1, 1, at)) })
-		wg.Go(func() { stayed = r.Record(context.Background(), s.event("patient", 200, 1, 1, 1, at)) })
+		// The impatient caller's event is in the batch held at the gate before it gives
+		// up (had it given up before Record, nothing would have been queued); the patient
+		// one waits behind it.
+		impatientDone := make(chan struct{})
+		go func() {
+			defer close(impatientDone)
+			gaveUp = r.Record(cctx, s.event("impatient", 200, 1, 1, 1, at))
+		}()
 		waitFor(t, func() bool { return calls.Load() == 1 })
+		wg.Go(func() { stayed = r.Record(context.Background(), s.event("patient", 200, 1, 1, 1, at)) })
 		cancel()
-		time.Sleep(10 * time.Millisecond)
+		<-impatientDone // it gave up while its batch was still held
 		release.open()
 		wg.Wait()
 		if stayed != nil {
@@ -341,7 +348,7 @@ func TestRecordCallerCancelDoesNotAbortBatch(t *testing.T) {
 		if !errors.Is(gaveUp, context.Canceled) {
 			t.Fatalf("impatient caller: %v, want context.Canceled", gaveUp)
 		}
-		// Whatever batch each was in, both events are written.
+		// The batch the impatient caller left is written all the same, and so is the next.
 		waitFor(t, func() bool { return countRecords(t, db.Client) == 2 })
 	})
 }
