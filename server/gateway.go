@@ -37,6 +37,7 @@ func (s *Server) buildGateway(ctx context.Context, baseURL string) (*gateway.Gat
 	// on every replica through the bus.
 	s.live = live.NewHub(s.db.Client, s.bus, live.Options{Logger: s.logger})
 	s.closers = append(s.closers, s.live.Close)
+	s.metrics.RegisterLive(s.live)
 	quota := usage.NewQuotaCounter(usage.NewQuota(s.db.Client), usage.QuotaCounterOptions{Logger: s.logger})
 	// MaxWait -1: the writer does not wait for companions before a commit. Under load,
 	// calls pile up while the previous commit runs and batch anyway; waiting only added

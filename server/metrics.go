@@ -151,6 +151,37 @@ func (m *Metrics) RegisterDB(db *sql.DB, name string) {
 	m.reg.MustRegister(collectors.NewDBStatsCollector(db, name))
 }
 
+// LiveUsage is what the live-usage metrics read; *live.Hub implements it.
+type LiveUsage interface {
+	Subscribers() int
+	Groups() int
+	Delivered() (delivered, overwritten uint64)
+	PublishDropped() uint64
+}
+
+// RegisterLive exposes the usageStats hub's load: subscriptions, the distinct filters
+// that cost the work, the messages sent, those a slow subscriber had not read (replaced
+// by a newer state), and the usage events the bus could not take.
+func (m *Metrics) RegisterLive(h LiveUsage) {
+	m.reg.MustRegister(
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "live_usage_subscriptions", Help: "Open usageStats subscriptions on this replica.",
+		}, func() float64 { return float64(h.Subscribers()) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Name: "live_usage_filters", Help: "Distinct usageStats filters followed on this replica (the unit of work).",
+		}, func() float64 { return float64(h.Groups()) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "live_usage_messages_total", Help: "usageStats messages handed to subscribers after their first.",
+		}, func() float64 { d, _ := h.Delivered(); return float64(d) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "live_usage_messages_replaced_total", Help: "usageStats messages that replaced one the subscriber had not read (too slow for the interval).",
+		}, func() float64 { _, o := h.Delivered(); return float64(o) }),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Name: "live_usage_events_dropped_total", Help: "Usage events not published to the bus (it could not keep up or failed); replicas resync.",
+		}, func() float64 { return float64(h.PublishDropped()) }),
+	)
+}
+
 // Handler serves the registry in the Prometheus exposition format. A failing
 // collector yields a partial answer rather than none, so one bad collector
 // does not blind monitoring.

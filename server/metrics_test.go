@@ -102,3 +102,24 @@ func TestInstrumentNamesRouteForAccessLog(t *testing.T) {
 		t.Fatalf("access line: %v", l)
 	}
 }
+
+type fakeLive struct{}
+
+func (fakeLive) Subscribers() int                           { return 7 }
+func (fakeLive) Groups() int                                { return 3 }
+func (fakeLive) Delivered() (delivered, overwritten uint64) { return 120, 4 }
+func (fakeLive) PublishDropped() uint64                     { return 2 }
+
+func TestLiveUsageMetrics(t *testing.T) {
+	m := NewMetrics(prometheus.NewRegistry())
+	m.RegisterLive(fakeLive{})
+	out := scrape(t, m)
+	for _, want := range []string{
+		"live_usage_subscriptions 7", "live_usage_filters 3", "live_usage_messages_total 120",
+		"live_usage_messages_replaced_total 4", "live_usage_events_dropped_total 2",
+	} {
+		if !strings.Contains(out, want+"\n") {
+			t.Errorf("missing %q in\n%s", want, out)
+		}
+	}
+}

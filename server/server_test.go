@@ -151,15 +151,19 @@ func TestDevModeEndToEnd(t *testing.T) {
 		t.Fatalf("invoke with the dev api key: %d %s", resp.StatusCode, b)
 	}
 
-	for path, want := range map[string]string{"/healthz": "ok", "/readyz": "ok", "/metrics": `http_requests_total{method="POST",route="/graphql",status="200"}`} {
-		resp, err := http.Get(base + path)
+	for _, c := range []struct{ path, want string }{
+		{"/healthz", "ok"}, {"/readyz", "ok"},
+		{"/metrics", `http_requests_total{method="POST",route="/graphql",status="200"}`},
+		{"/metrics", "\nlive_usage_subscriptions 0\n"},
+	} {
+		resp, err := http.Get(base + c.path)
 		if err != nil {
 			t.Fatal(err)
 		}
 		b, _ := io.ReadAll(resp.Body)
 		resp.Body.Close()
-		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), want) {
-			t.Fatalf("%s: %d, missing %q", path, resp.StatusCode, want)
+		if resp.StatusCode != http.StatusOK || !strings.Contains(string(b), c.want) {
+			t.Fatalf("%s: %d, missing %q", c.path, resp.StatusCode, c.want)
 		}
 	}
 

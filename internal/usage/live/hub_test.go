@@ -257,6 +257,10 @@ func TestSlowSubscriberBlocksNothing(t *testing.T) {
 	if s.Day.Requests != rounds*perRound || !s.Resynced {
 		t.Fatalf("stalled subscriber got %+v resynced=%v, want the latest state marked Resynced", s.Day, s.Resynced)
 	}
+	// The flushes counted what they sent, and the replacements the stalled ones cost.
+	if delivered, overwritten := h.Delivered(); overwritten == 0 || delivered <= overwritten {
+		t.Errorf("Delivered() = %d, %d: want messages sent and some of them replacing unread ones", delivered, overwritten)
+	}
 	t.Logf("worst Publish %v, worst delivery to the fast subscribers %v", worstPublish, worstDelay)
 }
 

@@ -25,6 +25,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/gsvdev/agentregistry/ent"
@@ -203,6 +204,9 @@ type Hub struct {
 
 	// nextPhase assigns new groups their flush phase round-robin; guarded by mu.
 	nextPhase int
+
+	delivered   atomic.Uint64 // messages handed to subscribers by flushes
+	overwritten atomic.Uint64 // of which replaced an unread message (a slow subscriber)
 }
 
 // flushPhases is how many slices the flush interval is cut into: each group is flushed
@@ -360,6 +364,13 @@ func (h *Hub) Subscribers() int {
 	return h.subscribers
 }
 
+// Delivered returns how many messages flushes handed to subscribers (first messages
+// not included), and how many of those replaced a message the subscriber had not read
+// yet: a subscriber too slow for the interval. Exported for metrics.
+func (h *Hub) Delivered() (delivered, overwritten uint64) {
+	return h.delivered.Load(), h.overwritten.Load()
+}
+
 // PublishDropped returns how many events Publish dropped because the bus could not
 // keep up or failed.
 func (h *Hub) PublishDropped() uint64 { return h.pub.droppedEvents.Load() }
@@ -422,11 +433,11 @@ func (s *subscriber) close() {
 
 // deliver sends st without blocking. Only the ticker sends (Subscribe's first message
 // goes into a channel nobody else knows yet), under Hub.sendMu, so after making room the
-// send cannot fail.
-func (s *subscriber) deliver(st *Stats) {
+// send cannot fail. It reports false when it had to replace an unread message.
+func (s *subscriber) deliver(st *Stats) bool {
 	select {
 	case s.ch <- st:
-		return
+		return true
 	default:
 	}
 	// The subscriber has not read what it was sent: drop the oldest message, which the
@@ -440,6 +451,7 @@ func (s *subscriber) deliver(st *Stats) {
 	case s.ch <- st.resyncedCopy():
 	default:
 	}
+	return false
 }
 
 func (h *Hub) unsubscribe(s *subscriber) {
@@ -697,14 +709,20 @@ func (h *Hub) deliverPaced(sends []send) {
 	}
 	for len(sends) > 0 {
 		n := min(deliverChunk, len(sends))
+		var sent, replaced uint64
 		h.sendMu.Lock()
 		for _, d := range sends[:n] {
 			// A subscription removed meanwhile is closed (under sendMu) and skipped.
 			if !d.s.closed {
-				d.s.deliver(d.st)
+				sent++
+				if !d.s.deliver(d.st) {
+					replaced++
+				}
 			}
 		}
 		h.sendMu.Unlock()
+		h.delivered.Add(sent)
+		h.overwritten.Add(replaced)
 		sends = sends[n:]
 		if len(sends) > 0 && pause > 0 {
 			select {
