@@ -75,6 +75,29 @@ func TestTenantAndMemberManagement(t *testing.T) {
 			if r := h.post(tenantAdmin, `mutation($t: ID!) { addMember(input: {tenantID: $t, subject: "helper", role: member}) { id } }`, map[string]any{"t": own.Tenant.ID}); len(r.Errors) > 0 {
 				t.Fatalf("tenant admin adding a member: %s", r.Raw)
 			}
+
+			// A tenant keeps an owner: the last one cannot be removed, by itself or by a
+			// platform admin; with a second owner, either may go.
+			removeMember := `mutation($m: ID!) { removeMember(id: $m) }`
+			for who, token := range map[string]string{"the owner itself": owner, "a platform admin": admin} {
+				if r := h.post(token, removeMember, map[string]any{"m": own.Membership.ID}); len(r.Errors) == 0 || r.Errors[0].code() != "BAD_USER_INPUT" {
+					t.Fatalf("%s removing the last owner: %s", who, r.Raw)
+				}
+			}
+			var second struct{ AddMember struct{ ID string } }
+			h.post(owner, `mutation($t: ID!) { addMember(input: {tenantID: $t, subject: "own-owner-2", role: owner}) { id } }`,
+				map[string]any{"t": own.Tenant.ID}).decode(t, &second)
+			if r := h.post(owner, removeMember, map[string]any{"m": own.Membership.ID}); len(r.Errors) > 0 {
+				t.Fatalf("an owner leaving while another stays: %s", r.Raw)
+			}
+			secondOwner := h.token("own-owner-2", auth.RoleCustomer)
+			if r := h.post(secondOwner, removeMember, map[string]any{"m": second.AddMember.ID}); len(r.Errors) == 0 || r.Errors[0].code() != "BAD_USER_INPUT" {
+				t.Fatalf("the remaining owner removing itself: %s", r.Raw)
+			}
+			// Members who are not owners are not held to it.
+			if r := h.post(secondOwner, removeMember, map[string]any{"m": f.memberID(own.Tenant.ID, "own-admin")}); len(r.Errors) > 0 {
+				t.Fatalf("owner removing the tenant admin: %s", r.Raw)
+			}
 		})
 	}
 }

@@ -238,3 +238,11 @@ func (w *world) ids() map[string]bool {
 	}
 	return out
 }
+
+// memberID is the id of subject's membership in tenant.
+func (f *fixtures) memberID(tenant pulid.ID, subject string) pulid.ID {
+	f.t.Helper()
+	id, err := f.c.Membership.Query().Where(membership.TenantID(tenant), membership.Subject(subject)).OnlyID(f.ctx)
+	f.check(err)
+	return id
+}

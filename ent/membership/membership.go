@@ -71,7 +71,7 @@ func ValidColumn(column string) bool {
 //
 //	import _ "github.com/gsvdev/agentregistry/ent/runtime"
 var (
-	Hooks        [1]ent.Hook
+	Hooks        [2]ent.Hook
 	Interceptors [1]ent.Interceptor
 	Policy       ent.Policy
 	// DefaultCreatedAt holds the default value on creation for the "created_at" field.

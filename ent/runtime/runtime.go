@@ -408,6 +408,9 @@ func init() {
 			return next.Mutate(ctx, m)
 		})
 	}
+	membershipHooks := schema.Membership{}.Hooks()
+
+	membership.Hooks[1] = membershipHooks[0]
 	membershipInters := schema.Membership{}.Interceptors()
 	membership.Interceptors[0] = membershipInters[0]
 	membershipMixinFields0 := membershipMixin[0].Fields()

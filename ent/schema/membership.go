@@ -1,12 +1,24 @@
 package schema
 
 import (
+	"context"
+	"errors"
+	"fmt"
+
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
 	"entgo.io/ent/schema/index"
+
+	gen "github.com/gsvdev/agentregistry/ent"
+	"github.com/gsvdev/agentregistry/ent/hook"
+	"github.com/gsvdev/agentregistry/ent/membership"
+	"github.com/gsvdev/agentregistry/ent/privacy"
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/internal/apperr"
+	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
 // Membership is a person's role in a tenant. Subject is empty until a person invited by
@@ -52,3 +64,51 @@ func (Membership) Policy() ent.Policy { return memberManagers() }
 
 // Interceptors of the Membership.
 func (Membership) Interceptors() []ent.Interceptor { return []ent.Interceptor{filterOwned()} }
+
+// Hooks of the Membership.
+func (Membership) Hooks() []ent.Hook { return []ent.Hook{keepAnOwner()} }
+
+// keepAnOwner refuses to remove a tenant's last owner: nobody but a platform admin could
+// then manage its members, keys or subscriptions. The service itself (the system
+// context) is not held to it. Two owners removing each other at the same instant can
+// both succeed; the rule guards the usual mistake, an owner removing itself or the
+// other owner when only one is left.
+func keepAnOwner() ent.Hook {
+	return hook.On(func(next ent.Mutator) ent.Mutator {
+		return hook.MembershipFunc(func(ctx context.Context, m *gen.MembershipMutation) (ent.Value, error) {
+			if d, ok := privacy.DecisionFromContext(ctx); ok && errors.Is(d, privacy.Allow) {
+				return next.Mutate(ctx, m)
+			}
+			ids, err := m.IDs(ctx) // the rows the caller may delete (the policy narrowed them)
+			if err != nil || len(ids) == 0 {
+				return next.Mutate(ctx, m)
+			}
+			// Counting other owners is no leak: the caller may already delete these rows.
+			sys := auth.SystemContext(ctx)
+			client := m.Client().Membership
+			tenants, err := client.Query().Where(membership.IDIn(ids...), membership.RoleEQ(membership.RoleOwner)).
+				Unique(true).Select(membership.FieldTenantID).Strings(sys)
+			if err != nil {
+				return nil, fmt.Errorf("membership: owners being removed: %w", err)
+			}
+			v := auth.FromContext(ctx)
+			for _, t := range tenants {
+				if !v.IsAdmin() && v.RoleIn(pulid.ID(t)) != auth.TenantOwner {
+					// Only owners and platform admins may remove an owner (tenantManager):
+					// the delete finds nothing, and saying more would tell a stranger
+					// who the tenant's owners are.
+					continue
+				}
+				left, err := client.Query().Where(membership.TenantID(pulid.ID(t)), membership.RoleEQ(membership.RoleOwner),
+					membership.IDNotIn(ids...)).Count(sys)
+				if err != nil {
+					return nil, fmt.Errorf("membership: owners left: %w", err)
+				}
+				if left == 0 {
+					return nil, apperr.Precondition("a tenant keeps at least one owner: make someone else an owner first")
+				}
+			}
+			return next.Mutate(ctx, m)
+		})
+	}, ent.OpDelete|ent.OpDeleteOne)
+}

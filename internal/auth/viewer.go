@@ -81,6 +81,19 @@ func (v *Viewer) MemberOf(id pulid.ID) bool {
 	return false
 }
 
+// RoleIn returns the viewer's role in tenant id, or "" when it is not a member.
+func (v *Viewer) RoleIn(id pulid.ID) TenantRole {
+	if v == nil {
+		return ""
+	}
+	for _, t := range v.Tenants {
+		if t.TenantID == id {
+			return t.Role
+		}
+	}
+	return ""
+}
+
 type viewerKey struct{}
 
 // NewContext returns ctx carrying v.
