@@ -52,6 +52,10 @@ type Options struct {
 	Logger *slog.Logger
 }
 
+// minCheckTimeout is the least time the leader's liveness check may take before the
+// lock's session is given up for lost.
+const minCheckTimeout = 2 * time.Second
+
 // Runner runs jobs, each under its leader lock.
 type Runner struct {
 	db        *database.DB
@@ -172,7 +176,9 @@ func (r *Runner) watch(ctx context.Context, conn *sql.Conn, job string) {
 			return
 		case <-t.C:
 		}
-		check, cancel := context.WithTimeout(ctx, r.checkLock)
+		// A dead session fails at once; a slow answer on a busy database is not a lost
+		// lock, so the check may take longer than the interval between checks.
+		check, cancel := context.WithTimeout(ctx, max(r.checkLock, minCheckTimeout))
 		var one int
 		err := conn.QueryRowContext(check, "SELECT 1").Scan(&one)
 		cancel()
