@@ -52,7 +52,7 @@ func shareRenders(ctx context.Context, next graphql.OperationHandler) graphql.Re
 	}
 	f := &feed{key: key}
 	handle := next(context.WithValue(ctx, feedKey{}, f))
-	conn, id := directTarget(ctx, oc)
+	direct := directTarget(ctx, oc)
 	return func(ctx context.Context) *graphql.Response {
 		if f.src == nil { // not a usageStats subscription, or it failed to start
 			return handle(ctx)
@@ -83,14 +83,14 @@ func shareRenders(ctx context.Context, next graphql.OperationHandler) graphql.Re
 			switch {
 			case r == nil: // this subscriber rendered, and gqlgen produced nothing: it ended
 				return nil
-			case conn == nil || r.payload == nil:
+			case direct == nil || r.payload == nil:
 				return r.resp
 			}
-			if err := sendNext(conn, id, r.payload); err != nil {
+			if err := direct.send(r.payload); err != nil {
 				// Too slow (or gone): close the connection rather than complete the
 				// subscription, which would tell the client it ended normally and leave
 				// its dashboard frozen; a closed connection makes it reconnect.
-				conn.closeWith(int(websocket.StatusTryAgainLater), "Too slow")
+				direct.conn.closeWith(int(websocket.StatusTryAgainLater), "Too slow")
 				return nil
 			}
 		}
@@ -125,19 +125,19 @@ func newRendering(resp *graphql.Response) any {
 
 var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}
 
-// sendNext writes a graphql-transport-ws "next" message for subscription id with an
-// encoded payload: {"id":…,"type":"next","payload":…}, what gqlgen itself would send.
-func sendNext(conn *protocolConn, id string, payload []byte) error {
+// directWriter writes one subscription's messages to its connection.
+type directWriter struct {
+	conn   *protocolConn
+	prefix []byte // {"id":…,"type":"next","payload":
+}
+
+// send writes a graphql-transport-ws "next" message with an encoded payload:
+// {"id":…,"type":"next","payload":…}, what gqlgen itself would send.
+func (d *directWriter) send(payload []byte) error {
 	b := framePool.Get().(*bytes.Buffer)
 	defer framePool.Put(b)
 	b.Reset()
-	quoted, err := json.Marshal(id)
-	if err != nil {
-		return err
-	}
-	b.WriteString(`{"id":`)
-	b.Write(quoted)
-	b.WriteString(`,"type":"next","payload":`)
+	b.Write(d.prefix)
 	b.Write(payload)
 	b.WriteByte('}')
 	// Not the subscription's context: coder/websocket closes the whole connection, without
@@ -145,19 +145,23 @@ func sendNext(conn *protocolConn, id string, payload []byte) error {
 	// ends whenever the client completes it or the guard closes with a protocol code.
 	wctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
 	defer cancel()
-	return conn.writeText(wctx, b.Bytes())
+	return d.conn.writeText(wctx, b.Bytes())
 }
 
-// directTarget returns the connection and subscription id to write an operation's
-// messages to, or nil when gqlgen must send them (not graphql-transport-ws, or the id is
-// unknown).
-func directTarget(ctx context.Context, oc *graphql.OperationContext) (*protocolConn, string) {
+// directTarget returns the writer of an operation's messages, or nil when gqlgen must
+// send them (not graphql-transport-ws, or the id is unknown).
+func directTarget(ctx context.Context, oc *graphql.OperationContext) *directWriter {
 	id, _ := oc.Extensions[subscriptionIDKey].(string)
 	slot, _ := ctx.Value(guardSlotKey{}).(*guardSlot)
 	if id == "" || slot == nil || slot.conn == nil || slot.conn.Subprotocol() != transportWS || !slot.conn.canWriteText() {
-		return nil, ""
+		return nil
 	}
-	return slot.conn, id
+	quoted, err := json.Marshal(id)
+	if err != nil {
+		return nil
+	}
+	prefix := append([]byte(`{"id":`), quoted...)
+	return &directWriter{conn: slot.conn, prefix: append(prefix, `,"type":"next","payload":`...)}
 }
 
 // subscriptionIDKey is the operation extension that carries a websocket operation's id

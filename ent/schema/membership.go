@@ -79,11 +79,12 @@ func keepAnOwner() ent.Hook {
 			if d, ok := privacy.DecisionFromContext(ctx); ok && errors.Is(d, privacy.Allow) {
 				return next.Mutate(ctx, m)
 			}
-			ids, err := m.IDs(ctx) // the rows the caller may delete (the policy narrowed them)
+			// The rows named. For a delete by id these are not yet narrowed to what the
+			// caller may delete, hence the role check below before anything is said.
+			ids, err := m.IDs(ctx)
 			if err != nil || len(ids) == 0 {
 				return next.Mutate(ctx, m)
 			}
-			// Counting other owners is no leak: the caller may already delete these rows.
 			sys := auth.SystemContext(ctx)
 			client := m.Client().Membership
 			tenants, err := client.Query().Where(membership.IDIn(ids...), membership.RoleEQ(membership.RoleOwner)).
@@ -96,7 +97,7 @@ func keepAnOwner() ent.Hook {
 				if !v.IsAdmin() && v.RoleIn(pulid.ID(t)) != auth.TenantOwner {
 					// Only owners and platform admins may remove an owner (tenantManager):
 					// the delete finds nothing, and saying more would tell a stranger
-					// who the tenant's owners are.
+					// who the tenant's owners are. Those who may are told.
 					continue
 				}
 				left, err := client.Query().Where(membership.TenantID(pulid.ID(t)), membership.RoleEQ(membership.RoleOwner),

@@ -18,11 +18,13 @@ type memoEntry struct {
 // key: the first caller derives, concurrent callers with the same key wait for it, later
 // ones get the stored value. A nil result (or a panic) is not stored: the next caller
 // derives again, so that one subscriber whose rendering failed (its connection ended
-// mid-way) does not leave the others to render for themselves. A message reaches every subscriber of its filter, so a
-// transport that renders it for a subscriber can key the rendering by what the
-// subscriber asked for, and render once per filter and request instead of once per
-// subscriber. The value must not depend on anything but the message and the key, and
-// must not be modified by those it is handed to.
+// mid-way) does not leave the others to render for themselves.
+//
+// A message reaches every subscriber of its filter, so a transport that renders it for a
+// subscriber can key the rendering by what the subscriber asked for, and render once per
+// filter and request instead of once per subscriber. The value must not depend on
+// anything but the message and the key, and must not be modified by those it is handed
+// to.
 //
 // A Stats the hub did not build (a zero value, a test's) derives on every call.
 func (s *Stats) Memo(key string, derive func() any) any {
