@@ -124,7 +124,7 @@ func newEnv(t testing.TB, o envOptions) *env {
 	e.resolver = gateway.NewEntResolver(e.client, gateway.EntResolverOptions{})
 
 	quota := usage.NewQuotaCounter(usage.NewQuota(e.client), usage.QuotaCounterOptions{Logger: logger})
-	e.recorder = usage.NewRecorder(e.client, usage.RecorderOptions{Quota: quota, Logger: logger})
+	e.recorder = usage.NewRecorder(e.db, usage.RecorderOptions{Quota: quota, Logger: logger})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

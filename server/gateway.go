@@ -43,7 +43,7 @@ func (s *Server) buildGateway(ctx context.Context, baseURL string) (*gateway.Gat
 	// calls pile up while the previous commit runs and batch anyway; waiting only added
 	// its 2 ms to every answer (make bench-gateway: p50 6.8 -> 4.5 ms, p99 16.9 -> 13.3 ms
 	// at 1000 req/s).
-	s.recorder = usage.NewRecorder(s.db.Client, usage.RecorderOptions{
+	s.recorder = usage.NewRecorder(s.db, usage.RecorderOptions{
 		Async: s.cfg.UsageAsync, Quota: quota, Logger: s.logger, OnCommit: s.live.Publish, MaxWait: -1,
 	})
 

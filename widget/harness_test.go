@@ -69,7 +69,7 @@ func newEnv(t testing.TB) *env {
 	limiter := ratelimit.NewMemory(ratelimit.MemoryOptions{})
 	t.Cleanup(func() { _ = limiter.Close() })
 	quota := usage.NewQuotaCounter(usage.NewQuota(db.Client), usage.QuotaCounterOptions{Logger: logger})
-	recorder := usage.NewRecorder(db.Client, usage.RecorderOptions{Quota: quota, Logger: logger})
+	recorder := usage.NewRecorder(db, usage.RecorderOptions{Quota: quota, Logger: logger})
 	t.Cleanup(func() { _ = recorder.Close(context.Background()) })
 
 	echo := echoruntime.New(echoruntime.Options{TokenDelay: 30 * time.Millisecond})

@@ -164,7 +164,7 @@ func TestRetention(t *testing.T) {
 					kept[id] = true
 				}
 			}
-			r := usage.NewRecorder(db.Client, usage.RecorderOptions{})
+			r := usage.NewRecorder(db, usage.RecorderOptions{})
 			for _, ev := range events {
 				if err := r.Record(context.Background(), ev); err != nil {
 					t.Fatal(err)

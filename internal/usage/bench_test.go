@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/database/dbtest"
 )
 
@@ -18,7 +19,7 @@ func BenchmarkRecordParallel(b *testing.B) {
 		b.Run(driver, func(b *testing.B) {
 			db := dbtest.Open(b, driver)
 			var txs atomic.Int64
-			r := newRecorder(b, db.Client, RecorderOptions{OnCommit: func([]Event) { txs.Add(1) }})
+			r := newRecorder(b, db, RecorderOptions{OnCommit: func([]Event) { txs.Add(1) }})
 			scopes := []scope{newScope(), newScope(), newScope(), newScope()}
 			var seq atomic.Int64
 			at := time.Now()
@@ -39,5 +40,35 @@ func BenchmarkRecordParallel(b *testing.B) {
 			b.ReportMetric(float64(txs.Load())/secs, "tx/s")
 			b.ReportMetric(0, "ns/op") // per-op time is meaningless for a parallel, batched call
 		})
+	}
+}
+
+// BenchmarkWriteBatch measures one batch's write, one at a time: at a steady 1,000
+// calls/s a batch holds one or two calls, and its time is what every durable invoke
+// waits for.
+func BenchmarkWriteBatch(b *testing.B) {
+	for _, driver := range dbtest.Drivers(b) {
+		for _, size := range []int{1, 2, 16, 256} {
+			b.Run(driver+"/"+strconv.Itoa(size), func(b *testing.B) {
+				db := dbtest.Open(b, driver)
+				ctx := auth.SystemContext(context.Background())
+				st := newStore(db)
+				b.Cleanup(func() { _ = st.close() })
+				s := newScope()
+				at := time.Now()
+				events := make([]Event, size)
+				var seq int
+				b.ResetTimer()
+				for b.Loop() {
+					for i := range events {
+						seq++
+						events[i] = s.event("bench-"+strconv.Itoa(seq), 200, 100, 50, 120, at)
+					}
+					if _, err := st.write(ctx, uniqueSorted(events)); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
 	}
 }

@@ -23,7 +23,7 @@ func recordAll(t testing.TB, r *Recorder, events ...Event) {
 
 func TestMonthToDateMonthBoundary(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, db *database.DB) {
-		r := newRecorder(t, db.Client, RecorderOptions{MaxWait: -1})
+		r := newRecorder(t, db, RecorderOptions{MaxWait: -1})
 		s := newScope()
 		other := newScope()
 		otherConfig := s
@@ -103,8 +103,8 @@ func TestQuotaCounter(t *testing.T) {
 		clk := &clock{now: time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC)}
 		counter := NewQuotaCounter(NewQuota(client), QuotaCounterOptions{Refresh: 5 * time.Second, Now: clk.Now})
 		// This replica's recorder feeds the counter; the other replica's does not.
-		here := newRecorder(t, db.Client, RecorderOptions{MaxWait: -1, Quota: counter})
-		there := newRecorder(t, db.Client, RecorderOptions{MaxWait: -1})
+		here := newRecorder(t, db, RecorderOptions{MaxWait: -1, Quota: counter})
+		there := newRecorder(t, db, RecorderOptions{MaxWait: -1})
 		s := newScope()
 		at := clk.Now()
 
@@ -169,7 +169,7 @@ func TestQuotaCounterKeepsCacheWhenRefreshFails(t *testing.T) {
 		ctx := context.Background()
 		clk := &clock{now: time.Date(2026, 6, 10, 12, 0, 0, 0, time.UTC)}
 		counter := NewQuotaCounter(NewQuota(db.Client), QuotaCounterOptions{Now: clk.Now})
-		r := newRecorder(t, db.Client, RecorderOptions{MaxWait: -1, Quota: counter})
+		r := newRecorder(t, db, RecorderOptions{MaxWait: -1, Quota: counter})
 		s := newScope()
 		recordAll(t, r, s.event("x", 200, 2, 3, 1, clk.Now()))
 		if req, tok, err := counter.MonthToDate(ctx, s.tenant, s.config); err != nil || req != 1 || tok != 5 {
@@ -208,7 +208,7 @@ func TestQuotaCounterCountsCommitsDuringRead(t *testing.T) {
 		}))
 		clk := &clock{now: time.Date(2026, 6, 10, 12, 0, 0, 0, time.UTC)}
 		counter := NewQuotaCounter(NewQuota(client), QuotaCounterOptions{Now: clk.Now})
-		r := newRecorder(t, client, RecorderOptions{MaxWait: -1, Quota: counter})
+		r := newRecorder(t, db, RecorderOptions{MaxWait: -1, Quota: counter})
 		s := newScope()
 		at := clk.Now()
 		recordAll(t, r, s.event("before", 200, 1, 1, 1, at))

@@ -10,8 +10,8 @@ import (
 	"sync"
 	"time"
 
-	"github.com/gsvdev/agentregistry/ent"
 	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/database"
 )
 
 // ErrClosed is returned by Record once Close has begun.
@@ -56,7 +56,7 @@ type RecorderOptions struct {
 // events of concurrent callers off a queue and writes them, with their rollups, in one
 // transaction per batch.
 type Recorder struct {
-	client       *ent.Client
+	store        *store
 	maxBatch     int
 	maxWait      time.Duration
 	async        bool
@@ -81,10 +81,6 @@ type Recorder struct {
 	cancel context.CancelFunc
 	done   chan struct{} // closed when the writer has exited
 
-	// dialect is the database's SQL dialect, learnt on the first write. Only the writer
-	// touches it.
-	dialect string
-
 	// beforeWrite, when set (tests only), is called with each batch before it is written.
 	beforeWrite func([]Event)
 }
@@ -95,10 +91,10 @@ type pending struct {
 	done chan error // buffered (1) so the writer never blocks on a caller that left; nil when async
 }
 
-// NewRecorder starts a Recorder writing through client. Close stops it.
-func NewRecorder(client *ent.Client, opts RecorderOptions) *Recorder {
-	if client == nil {
-		panic("usage: NewRecorder needs a client")
+// NewRecorder starts a Recorder writing to db. Close stops it.
+func NewRecorder(db *database.DB, opts RecorderOptions) *Recorder {
+	if db == nil || db.Client == nil || db.SQL == nil {
+		panic("usage: NewRecorder needs an open database")
 	}
 	if opts.MaxBatch <= 0 {
 		opts.MaxBatch = 256
@@ -124,7 +120,7 @@ func NewRecorder(client *ent.Client, opts RecorderOptions) *Recorder {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	r := &Recorder{
-		client:       client,
+		store:        newStore(db),
 		maxBatch:     opts.MaxBatch,
 		maxWait:      opts.MaxWait,
 		async:        opts.Async,
@@ -227,6 +223,11 @@ func (r *Recorder) Close(ctx context.Context) error {
 func (r *Recorder) run() {
 	defer close(r.done)
 	defer r.cancel()
+	defer func() {
+		if err := r.store.close(); err != nil {
+			r.log.Warn("usage: close the batch statement", slog.Any("error", err))
+		}
+	}()
 	batch := make([]*pending, 0, r.maxBatch)
 	timer := time.NewTimer(time.Hour)
 	timer.Stop()
@@ -344,14 +345,7 @@ func (r *Recorder) writeOnce(events []Event) ([]Event, error) {
 	// tenant of each row comes from the API key the gateway verified, not from a viewer.
 	ctx, cancel := context.WithTimeout(auth.SystemContext(r.ctx), r.writeTimeout)
 	defer cancel()
-	if r.dialect == "" {
-		d, err := detectDialect(ctx, r.client)
-		if err != nil {
-			return nil, err
-		}
-		r.dialect = d
-	}
-	return writeBatch(ctx, r.client, r.dialect, events)
+	return r.store.write(ctx, events)
 }
 
 // logFailure logs a batch that was not written. In async mode nobody else will hear of

@@ -52,9 +52,9 @@ func (s scope) event(requestID string, status int, in, out, ms int64, at time.Ti
 }
 
 // newRecorder starts a recorder closed at the end of the test.
-func newRecorder(t testing.TB, client *ent.Client, opts RecorderOptions) *Recorder {
+func newRecorder(t testing.TB, db *database.DB, opts RecorderOptions) *Recorder {
 	t.Helper()
-	r := NewRecorder(client, opts)
+	r := NewRecorder(db, opts)
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -131,7 +131,7 @@ func countRecords(t testing.TB, client *ent.Client) int {
 func TestRecordConcurrentGroupsAndRollsUp(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, db *database.DB) {
 		var batches, committed atomic.Int64
-		r := newRecorder(t, db.Client, RecorderOptions{OnCommit: func(evs []Event) {
+		r := newRecorder(t, db, RecorderOptions{OnCommit: func(evs []Event) {
 			batches.Add(1)
 			committed.Add(int64(len(evs)))
 		}})
@@ -183,7 +183,7 @@ func TestRecordConcurrentGroupsAndRollsUp(t *testing.T) {
 
 func TestRecordErrorsCounted(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, db *database.DB) {
-		r := newRecorder(t, db.Client, RecorderOptions{MaxWait: -1})
+		r := newRecorder(t, db, RecorderOptions{MaxWait: -1})
 		s := newScope()
 		at := time.Date(2026, 5, 5, 12, 0, 0, 0, time.UTC)
 		var events []Event
@@ -208,7 +208,7 @@ func TestRecordErrorsCounted(t *testing.T) {
 func TestRecordReplayAcrossBatches(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, db *database.DB) {
 		var seen atomic.Int64
-		r := newRecorder(t, db.Client, RecorderOptions{MaxWait: -1, OnCommit: func(evs []Event) { seen.Add(int64(len(evs))) }})
+		r := newRecorder(t, db, RecorderOptions{MaxWait: -1, OnCommit: func(evs []Event) { seen.Add(int64(len(evs))) }})
 		s := newScope()
 		at := time.Date(2026, 5, 5, 12, 0, 0, 0, time.UTC)
 		first := s.event("replayed", 200, 10, 20, 30, at)
@@ -242,7 +242,7 @@ func TestRecordReplayWithinBatch(t *testing.T) {
 		// written together in the second.
 		var mu sync.Mutex
 		var sizes []int
-		r := newRecorder(t, db.Client, RecorderOptions{MaxWait: -1})
+		r := newRecorder(t, db, RecorderOptions{MaxWait: -1})
 		release := newGate(t)
 		r.beforeWrite = func(evs []Event) {
 			mu.Lock()
@@ -294,7 +294,7 @@ func TestRecordDurableIsVisibleElsewhere(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer conn.Close()
-		r := newRecorder(t, db.Client, RecorderOptions{})
+		r := newRecorder(t, db, RecorderOptions{})
 		s := newScope()
 		for i := 0; i < 5; i++ {
 			id := fmt.Sprintf("visible-%d", i)
@@ -315,7 +315,7 @@ func TestRecordDurableIsVisibleElsewhere(t *testing.T) {
 
 func TestRecordCallerCancelDoesNotAbortBatch(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, db *database.DB) {
-		r := newRecorder(t, db.Client, RecorderOptions{MaxWait: -1})
+		r := newRecorder(t, db, RecorderOptions{MaxWait: -1})
 		release := newGate(t)
 		var calls atomic.Int64
 		r.beforeWrite = func([]Event) {
@@ -355,7 +355,7 @@ func TestRecordCallerCancelDoesNotAbortBatch(t *testing.T) {
 
 func TestRecordFailingDatabase(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, db *database.DB) {
-		r := newRecorder(t, db.Client, RecorderOptions{WriteTimeout: 5 * time.Second})
+		r := newRecorder(t, db, RecorderOptions{WriteTimeout: 5 * time.Second})
 		s := newScope()
 		if err := r.Record(context.Background(), s.event("before", 200, 1, 1, 1, time.Now())); err != nil {
 			t.Fatal(err)
@@ -379,7 +379,7 @@ func TestRecordFailingDatabase(t *testing.T) {
 
 func TestCloseDrainsAsync(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, db *database.DB) {
-		r := newRecorder(t, db.Client, RecorderOptions{Async: true, MaxBatch: 16})
+		r := newRecorder(t, db, RecorderOptions{Async: true, MaxBatch: 16})
 		release := newGate(t)
 		var calls atomic.Int64
 		r.beforeWrite = func([]Event) {
@@ -438,7 +438,7 @@ func TestCloseDrainsAsync(t *testing.T) {
 
 func TestCloseDeadlineAbortsWriter(t *testing.T) {
 	db := dbtest.Open(t, database.DriverSQLite)
-	r := newRecorder(t, db.Client, RecorderOptions{Async: true})
+	r := newRecorder(t, db, RecorderOptions{Async: true})
 	release := newGate(t)
 	r.beforeWrite = func([]Event) {
 		select {
@@ -464,7 +464,7 @@ func TestCloseDeadlineAbortsWriter(t *testing.T) {
 
 func TestRecordRejectsInvalidEvents(t *testing.T) {
 	db := dbtest.Open(t, database.DriverSQLite)
-	r := newRecorder(t, db.Client, RecorderOptions{})
+	r := newRecorder(t, db, RecorderOptions{})
 	s := newScope()
 	good := s.event("ok", 200, 1, 1, 1, time.Now())
 	for name, mutate := range map[string]func(*Event){

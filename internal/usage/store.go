@@ -3,21 +3,20 @@ package usage
 import (
 	"cmp"
 	"context"
+	stdsql "database/sql"
 	"fmt"
 	"slices"
-	"strconv"
 	"strings"
 	"time"
 
 	"entgo.io/ent/dialect"
-	"entgo.io/ent/dialect/sql"
 
 	"github.com/gsvdev/agentregistry/ent"
-	"github.com/gsvdev/agentregistry/ent/predicate"
 	"github.com/gsvdev/agentregistry/ent/schema"
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/ent/usagedaily"
 	"github.com/gsvdev/agentregistry/ent/usagerecord"
+	"github.com/gsvdev/agentregistry/internal/database"
 )
 
 // The batch is written with SQL rather than ent's builders because the rollups must count
@@ -25,10 +24,10 @@ import (
 // return that subset (INSERT ... ON CONFLICT DO NOTHING RETURNING can). Nor can ent's
 // bulk upsert add a different amount to each conflicting rollup row (excluded.column).
 //
-// The statements are the same on PostgreSQL and SQLite (3.35+ for RETURNING) but for the
-// placeholders: "$n" on PostgreSQL, "?" on SQLite. SQLite would accept "$n" too, as
-// named parameters, but resolves each by name, which made a 256-row batch spend a third
-// of its time binding. Column and table names come from ent's generated constants so
+// The SQLite statements (3.35+ for RETURNING) use "?" placeholders: SQLite would accept
+// "$n" too, as named parameters, but resolves each by name, which made a 256-row batch
+// spend a third of its time binding. PostgreSQL writes a batch in one statement of its
+// own (store_postgres.go). Column and table names come from ent's generated constants so
 // that a schema rename breaks the build, not billing.
 
 // recordColumns are the usage_records columns written, in the order of recordArgs.
@@ -91,18 +90,53 @@ var dailyCounters = append([]string{
 }, latencyColumns...)
 
 // maxBatchLimit caps MaxBatch: 14 parameters per record must stay under SQLite's 32766
-// bound parameters per statement (PostgreSQL allows 65535).
+// bound parameters per statement (PostgreSQL's statement takes 18 arrays whatever the
+// batch size).
 const maxBatchLimit = 2000
 
-// maxParams is the bound parameters one statement may carry on either database
-// (SQLite's limit). A batch's rollup rows carry more parameters each than its records,
-// so the upsert is split into statements of at most maxParams.
+// maxParams is the bound parameters one SQLite statement may carry. A batch's rollup
+// rows carry more parameters each than its records, so the upsert is split into
+// statements of at most maxParams.
 const maxParams = 32766
 
-// writeBatch stores events (unique request ids, sorted) and their rollups in one
-// transaction and returns the events it inserted: those whose request id was not stored
-// before. ctx must be a system context.
-func writeBatch(ctx context.Context, client *ent.Client, d string, events []Event) (inserted []Event, err error) {
+// store writes the recorder's batches. Only the recorder's writer goroutine uses it.
+type store struct {
+	db *database.DB
+	// pgBatch is PostgreSQL's batch statement (store_postgres.go), prepared on first use
+	// and kept: parsing and planning it took longer than running it.
+	pgBatch *stdsql.Stmt
+}
+
+func newStore(db *database.DB) *store { return &store{db: db} }
+
+// write stores events (unique request ids, sorted) and their rollups atomically and
+// returns the events it inserted: those whose request id was not stored before. ctx must
+// be a system context. PostgreSQL does it in one statement; SQLite, which has no
+// data-modifying CTEs, in a transaction of two.
+func (s *store) write(ctx context.Context, events []Event) ([]Event, error) {
+	if len(events) == 0 {
+		return nil, nil
+	}
+	switch s.db.Dialect {
+	case dialect.Postgres:
+		return s.writePostgres(ctx, events)
+	case dialect.SQLite:
+		return writeSQLite(ctx, s.db.Client, events)
+	default:
+		return nil, fmt.Errorf("usage: unsupported database dialect %q", s.db.Dialect)
+	}
+}
+
+// close releases the prepared statement.
+func (s *store) close() error {
+	if s.pgBatch == nil {
+		return nil
+	}
+	return s.pgBatch.Close()
+}
+
+// writeSQLite is write's transaction on SQLite.
+func writeSQLite(ctx context.Context, client *ent.Client, events []Event) (inserted []Event, err error) {
 	tx, err := client.Tx(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("usage: begin: %w", err)
@@ -112,10 +146,10 @@ func writeBatch(ctx context.Context, client *ent.Client, d string, events []Even
 			_ = tx.Rollback()
 		}
 	}()
-	if inserted, err = insertRecords(ctx, tx, d, events); err != nil {
+	if inserted, err = insertRecords(ctx, tx, events); err != nil {
 		return nil, err
 	}
-	if err = upsertDailies(ctx, tx, d, rollup(inserted)); err != nil {
+	if err = upsertDailies(ctx, tx, rollup(inserted)); err != nil {
 		return nil, err
 	}
 	if err = tx.Commit(); err != nil {
@@ -125,13 +159,13 @@ func writeBatch(ctx context.Context, client *ent.Client, d string, events []Even
 }
 
 // insertRecords inserts the records that are new and returns their events.
-func insertRecords(ctx context.Context, tx *ent.Tx, d string, events []Event) ([]Event, error) {
+func insertRecords(ctx context.Context, tx *ent.Tx, events []Event) ([]Event, error) {
 	if len(events) == 0 {
 		return nil, nil
 	}
 	var b strings.Builder
 	args := make([]any, 0, len(events)*len(recordColumns))
-	writeInsert(&b, d, usagerecord.Table, recordColumns, len(events))
+	writeInsert(&b, usagerecord.Table, recordColumns, len(events))
 	for _, ev := range events {
 		var apiKey, errorCode any // NULL when absent: both columns are optional
 		if ev.APIKeyID != "" {
@@ -157,17 +191,27 @@ func insertRecords(ctx context.Context, tx *ent.Tx, d string, events []Event) ([
 	if err != nil {
 		return nil, fmt.Errorf("usage: insert records: %w", err)
 	}
+	inserted, err := scanInserted(rows, events)
+	if err != nil {
+		return nil, fmt.Errorf("usage: insert records: %w", err)
+	}
+	return inserted, nil
+}
+
+// scanInserted reads the request ids an INSERT ... RETURNING inserted, closes rows, and
+// returns those of events, in events' order.
+func scanInserted(rows *stdsql.Rows, events []Event) ([]Event, error) {
 	defer rows.Close()
 	fresh := make(map[string]struct{}, len(events))
 	for rows.Next() {
 		var id string
 		if err := rows.Scan(&id); err != nil {
-			return nil, fmt.Errorf("usage: insert records: %w", err)
+			return nil, err
 		}
 		fresh[id] = struct{}{}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("usage: insert records: %w", err)
+		return nil, err
 	}
 	inserted := make([]Event, 0, len(fresh))
 	for _, ev := range events {
@@ -229,11 +273,11 @@ func rollup(events []Event) []daily {
 
 // upsertDailies adds rows to the rollups, creating the rows that do not exist yet. Rows
 // stay in their sorted order across statements, so the lock order is unchanged.
-func upsertDailies(ctx context.Context, tx *ent.Tx, d string, rows []daily) error {
+func upsertDailies(ctx context.Context, tx *ent.Tx, rows []daily) error {
 	per := maxParams / len(dailyColumns)
 	for len(rows) > 0 {
 		n := min(len(rows), per)
-		if err := upsertDailiesOnce(ctx, tx, d, rows[:n]); err != nil {
+		if err := upsertDailiesOnce(ctx, tx, rows[:n]); err != nil {
 			return err
 		}
 		rows = rows[n:]
@@ -242,10 +286,10 @@ func upsertDailies(ctx context.Context, tx *ent.Tx, d string, rows []daily) erro
 }
 
 // upsertDailiesOnce is one upsert statement of upsertDailies.
-func upsertDailiesOnce(ctx context.Context, tx *ent.Tx, d string, rows []daily) error {
+func upsertDailiesOnce(ctx context.Context, tx *ent.Tx, rows []daily) error {
 	var b strings.Builder
 	args := make([]any, 0, len(rows)*len(dailyColumns))
-	writeInsert(&b, d, usagedaily.Table, dailyColumns, len(rows))
+	writeInsert(&b, usagedaily.Table, dailyColumns, len(rows))
 	for _, d := range rows {
 		args = append(args,
 			string(usagedaily.DefaultID()), string(d.tenant), string(d.provider),
@@ -257,80 +301,52 @@ func upsertDailiesOnce(ctx context.Context, tx *ent.Tx, d string, rows []daily) 
 			args = append(args, n)
 		}
 	}
-	b.WriteString(" ON CONFLICT (")
-	for i, c := range dailyKey {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteString(quote(c))
-	}
-	b.WriteString(") DO UPDATE SET ")
-	for i, c := range dailyCounters {
-		if i > 0 {
-			b.WriteString(", ")
-		}
-		fmt.Fprintf(&b, "%s = %s.%s + excluded.%s", quote(c), quote(usagedaily.Table), quote(c), quote(c))
-	}
+	writeRollupConflict(&b)
 	if _, err := tx.ExecContext(ctx, b.String(), args...); err != nil {
 		return fmt.Errorf("usage: upsert rollups: %w", err)
 	}
 	return nil
 }
 
-// writeInsert writes `INSERT INTO table (columns) VALUES ($1, ...), ...` for n rows, with
-// dialect d's placeholders.
-func writeInsert(b *strings.Builder, d, table string, columns []string, n int) {
+// writeRollupConflict writes the rollup upsert's conflict clause: a row that exists
+// already has the increment added to each counter.
+func writeRollupConflict(b *strings.Builder) {
+	fmt.Fprintf(b, " ON CONFLICT (%s) DO UPDATE SET ", quoteAll(dailyKey))
+	for i, c := range dailyCounters {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		fmt.Fprintf(b, "%s = %s.%s + excluded.%s", quote(c), quote(usagedaily.Table), quote(c), quote(c))
+	}
+}
+
+// writeInsert writes `INSERT INTO table (columns) VALUES (?, ...), ...` for n rows.
+func writeInsert(b *strings.Builder, table string, columns []string, n int) {
 	b.WriteString("INSERT INTO ")
 	b.WriteString(quote(table))
 	b.WriteString(" (")
-	for i, c := range columns {
+	b.WriteString(quoteAll(columns))
+	b.WriteString(") VALUES ")
+	row := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(columns)), ", ") + ")"
+	for r := 0; r < n; r++ {
+		if r > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString(row)
+	}
+}
+
+// quote quotes an identifier the standard way, which both dialects accept.
+func quote(ident string) string { return `"` + ident + `"` }
+
+// quoteAll quotes identifiers and joins them with commas.
+func quoteAll(idents []string) string {
+	var b strings.Builder
+	for i, c := range idents {
 		if i > 0 {
 			b.WriteString(", ")
 		}
 		b.WriteString(quote(c))
 	}
-	b.WriteString(") VALUES ")
-	p := 1
-	for r := 0; r < n; r++ {
-		if r > 0 {
-			b.WriteString(", ")
-		}
-		b.WriteByte('(')
-		for i := range columns {
-			if i > 0 {
-				b.WriteString(", ")
-			}
-			if d == dialect.SQLite {
-				b.WriteByte('?')
-			} else {
-				b.WriteByte('$')
-				b.WriteString(strconv.Itoa(p))
-				p++
-			}
-		}
-		b.WriteByte(')')
-	}
+	return b.String()
 }
-
-// detectDialect returns the SQL dialect client speaks. The generated client does not
-// expose its driver, but every query builder knows the dialect, so a predicate reads it
-// off the selector of a query that matches nothing.
-func detectDialect(ctx context.Context, client *ent.Client) (string, error) {
-	var d string
-	_, err := client.UsageRecord.Query().
-		Where(predicate.UsageRecord(func(s *sql.Selector) {
-			d = s.Dialect()
-			s.Where(sql.False())
-		})).
-		Exist(ctx)
-	if err != nil {
-		return "", fmt.Errorf("usage: detect dialect: %w", err)
-	}
-	if d == "" {
-		return "", fmt.Errorf("usage: detect dialect: the query builder did not run")
-	}
-	return d, nil
-}
-
-// quote quotes an identifier the standard way, which both dialects accept.
-func quote(ident string) string { return `"` + ident + `"` }

@@ -3,11 +3,15 @@ package usage
 import (
 	"context"
 	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gsvdev/agentregistry/ent"
 	"github.com/gsvdev/agentregistry/ent/schema"
+	"github.com/gsvdev/agentregistry/ent/usagerecord"
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/database"
 )
@@ -39,7 +43,7 @@ func histogram(t testing.TB, client *ent.Client) []int64 {
 
 func TestRollupLatencyHistogram(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, db *database.DB) {
-		r := newRecorder(t, db.Client, RecorderOptions{MaxWait: -1})
+		r := newRecorder(t, db, RecorderOptions{MaxWait: -1})
 		s := newScope()
 		at := time.Date(2026, 5, 5, 12, 0, 0, 0, time.UTC)
 		// Bounds are inclusive: 25 ms is in lat_le_25, 26 ms in lat_le_50.
@@ -81,17 +85,15 @@ func TestRollupLatencyHistogram(t *testing.T) {
 func TestRollupUpsertSplitsLargeBatches(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, db *database.DB) {
 		ctx := auth.SystemContext(context.Background())
-		d, err := detectDialect(ctx, db.Client)
-		if err != nil {
-			t.Fatal(err)
-		}
+		st := newStore(db)
+		t.Cleanup(func() { _ = st.close() })
 		const n = maxBatchLimit
 		events := make([]Event, n)
 		at := time.Date(2026, 5, 5, 12, 0, 0, 0, time.UTC)
 		for i := range events {
 			events[i] = newScope().event(fmt.Sprintf("split-%05d", i), 200, 1, 2, int64(i*13), at)
 		}
-		inserted, err := writeBatch(ctx, db.Client, d, uniqueSorted(events))
+		inserted, err := st.write(ctx, uniqueSorted(events))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,4 +102,131 @@ func TestRollupUpsertSplitsLargeBatches(t *testing.T) {
 		}
 		compareRollups(t, readRollups(t, db.Client), expectedRollups(events))
 	})
+}
+
+// A batch that mixes new calls with replays of stored ones, over several rollup rows
+// (keys, days, a call without a key), stores exactly the new records, column for column,
+// and adds exactly them to the rollups: on PostgreSQL this is one statement whose
+// rollup part must count only what its insert part inserted.
+func TestWriteBatchMixedReplaysStoresExactly(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, db *database.DB) {
+		ctx := auth.SystemContext(context.Background())
+		st := newStore(db)
+		t.Cleanup(func() { _ = st.close() })
+		a, b := newScope(), newScope()
+		keyless := newScope()
+		keyless.key = ""
+		day1 := time.Date(2026, 5, 5, 23, 59, 59, 999_000_000, time.UTC)
+		day2 := time.Date(2026, 5, 6, 0, 0, 0, 0, time.UTC)
+		first := []Event{
+			a.event("m-01", 200, 10, 20, 30, day1),
+			b.event("m-02", 502, 0, 0, 900, day1),
+		}
+		if _, err := st.write(ctx, uniqueSorted(first)); err != nil {
+			t.Fatal(err)
+		}
+		replay := first[0]
+		replay.InputTokens, replay.Status = 999, 500 // a replay may differ: the first record stands
+		fresh := []Event{
+			a.event("m-03", 200, 1, 2, 3, day2),
+			b.event("m-04", 429, 0, 0, 1, day1),
+			keyless.event("m-05", 200, 7, 8, 26, day2),
+		}
+		fresh[1].ErrorCode = "RATE_LIMITED"
+		fresh[2].TokensEstimated = true
+		inserted, err := st.write(ctx, uniqueSorted(append([]Event{replay}, fresh...)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := requestIDs(inserted); !slices.Equal(got, []string{"m-03", "m-04", "m-05"}) {
+			t.Fatalf("inserted %v, want the three new calls", got)
+		}
+		all := append(slices.Clone(first), fresh...)
+		compareRollups(t, readRollups(t, db.Client), expectedRollups(all))
+
+		recs, err := db.Client.UsageRecord.Query().Order(ent.Asc(usagerecord.FieldRequestID)).All(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(recs) != len(all) {
+			t.Fatalf("records = %d, want %d", len(recs), len(all))
+		}
+		// Absent optional columns are NULL, as ent writes them, not '' (ent reads both as "").
+		var nullKeys, nullCodes int
+		if err := db.SQL.QueryRowContext(ctx, `SELECT count(*) FILTER (WHERE api_key_id IS NULL), count(*) FILTER (WHERE error_code IS NULL) FROM usage_records`).Scan(&nullKeys, &nullCodes); err != nil {
+			t.Fatal(err)
+		}
+		if nullKeys != 1 || nullCodes != len(all)-1 {
+			t.Errorf("NULL api_key_id = %d (want 1), NULL error_code = %d (want %d)", nullKeys, nullCodes, len(all)-1)
+		}
+		for i, ev := range all {
+			r := recs[i]
+			got := Event{RequestID: r.RequestID, TenantID: r.TenantID, ProviderTenantID: r.ProviderTenantID,
+				ConfigID: r.ConfigID, AgentID: r.AgentID, APIKeyID: r.APIKeyID, Status: r.Status,
+				InputTokens: r.InputTokens, OutputTokens: r.OutputTokens, TokensEstimated: r.TokensEstimated,
+				ElapsedMS: r.ElapsedMs, StartedAt: r.StartedAt.UTC(), ErrorCode: r.ErrorCode}
+			if got != ev {
+				t.Errorf("record %s:\n got %+v\nwant %+v", ev.RequestID, got, ev)
+			}
+		}
+	})
+}
+
+// Two replicas writing overlapping request ids at the same moment: each call is stored
+// and counted once, whichever replica wins it.
+func TestWriteBatchConcurrentWritersCountOnce(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, db *database.DB) {
+		ctx := auth.SystemContext(context.Background())
+		scopes := []scope{newScope(), newScope(), newScope()}
+		at := time.Date(2026, 5, 5, 12, 0, 0, 0, time.UTC)
+		var events []Event
+		for i := range 300 {
+			events = append(events, scopes[i%3].event(fmt.Sprintf("c-%03d", i), 200+i%2*300, int64(i), 1, int64(i%50), at))
+		}
+		const writers = 4
+		var wg sync.WaitGroup
+		var total atomic.Int64
+		errs := make([]error, writers)
+		for w := range writers {
+			wg.Go(func() {
+				// Each writer takes an overlapping window of the calls, in batches.
+				// Each writer is a replica: its own store, its own prepared statement.
+				st := newStore(db)
+				defer st.close()
+				mine := events[w*50 : w*50+150]
+				for len(mine) > 0 {
+					n := min(len(mine), 40)
+					ins, err := st.write(ctx, uniqueSorted(mine[:n]))
+					if err != nil {
+						errs[w] = err
+						return
+					}
+					total.Add(int64(len(ins)))
+					mine = mine[n:]
+				}
+			})
+		}
+		wg.Wait()
+		for _, err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		want := events[:3*50+150]
+		if got := total.Load(); got != int64(len(want)) {
+			t.Errorf("writers reported %d inserted, want %d", got, len(want))
+		}
+		if got := countRecords(t, db.Client); got != len(want) {
+			t.Errorf("records = %d, want %d", got, len(want))
+		}
+		compareRollups(t, readRollups(t, db.Client), expectedRollups(want))
+	})
+}
+
+func requestIDs(events []Event) []string {
+	out := make([]string, len(events))
+	for i, ev := range events {
+		out[i] = ev.RequestID
+	}
+	return out
 }

@@ -28,7 +28,7 @@ func TestBusDropsResync(t *testing.T) {
 	a := newScope()
 	ch, _ := subscribe(t, h, Filter{AgentID: a.agent})
 	next(t, ch, time.Second)
-	record(t, newRecorder(t, db.Client, nil), a.event(200, 1, 1, 1, time.Now()))
+	record(t, newRecorder(t, db, nil), a.event(200, 1, 1, 1, time.Now()))
 	bus.dropped.Add(1) // the message of that call was lost
 	s := waitFor(t, ch, 3*time.Second, "a resync", func(s *Stats) bool { return s.Resynced })
 	if s.Day.Requests != 1 {
@@ -132,7 +132,7 @@ func TestLateMessageOfLoadedCallCountsOnce(t *testing.T) {
 		h := newHub(t, db.Client, newMemory(t), Options{Interval: 20 * time.Millisecond})
 		a := newScope()
 		ev := a.event(200, 1, 1, 1, time.Now())
-		record(t, newRecorder(t, db.Client, nil), ev)
+		record(t, newRecorder(t, db, nil), ev)
 		ch, _ := subscribe(t, h, Filter{ConfigID: a.config})
 		if s := next(t, ch, time.Second); s.Day.Requests != 1 {
 			t.Fatalf("first message %+v", s.Day)
@@ -153,7 +153,7 @@ func TestLoadedMinuteSlides(t *testing.T) {
 	a := newScope()
 	var c clock
 	c.set(time.Now())
-	record(t, newRecorder(t, db.Client, nil), a.event(200, 1, 1, 1, c.now().Add(-50*time.Second)))
+	record(t, newRecorder(t, db, nil), a.event(200, 1, 1, 1, c.now().Add(-50*time.Second)))
 	h := newHub(t, db.Client, newMemory(t), Options{Interval: 20 * time.Millisecond, Now: c.now})
 	ch, _ := subscribe(t, h, Filter{TenantID: a.tenant})
 	if s := next(t, ch, time.Second); s.LastMinute.Requests != 1 {

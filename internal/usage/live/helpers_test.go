@@ -75,9 +75,9 @@ func newMemory(t testing.TB) *pubsub.Memory {
 }
 
 // newRecorder records durably, handing each committed batch to onCommit.
-func newRecorder(t testing.TB, client *ent.Client, onCommit func([]usage.Event)) *usage.Recorder {
+func newRecorder(t testing.TB, db *database.DB, onCommit func([]usage.Event)) *usage.Recorder {
 	t.Helper()
-	r := usage.NewRecorder(client, usage.RecorderOptions{OnCommit: onCommit, Logger: quietLogger()})
+	r := usage.NewRecorder(db, usage.RecorderOptions{OnCommit: onCommit, Logger: quietLogger()})
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()

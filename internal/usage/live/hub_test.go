@@ -27,7 +27,7 @@ func TestFirstMessageIsCurrentStateFromRollups(t *testing.T) {
 			a.event(200, 5, 5, 70, lastMonth),                   // last month
 			b.event(200, 9999, 9999, 10, now.Add(-time.Second)), // another tenant
 		}
-		rec := newRecorder(t, db.Client, nil) // nothing published: the hub must read the rollups
+		rec := newRecorder(t, db, nil) // nothing published: the hub must read the rollups
 		record(t, rec, events...)
 
 		h := newHub(t, db.Client, newMemory(t), Options{})
@@ -86,7 +86,7 @@ func TestEventArrivesWithinInterval(t *testing.T) {
 		const interval = 200 * time.Millisecond
 		a := newScope()
 		h := newHub(t, db.Client, newMemory(t), Options{Interval: interval})
-		rec := newRecorder(t, db.Client, h.Publish)
+		rec := newRecorder(t, db, h.Publish)
 		record(t, rec, a.event(200, 1, 1, 10, time.Now()))
 		ch, _ := subscribe(t, h, Filter{ConfigID: a.config})
 		first := next(t, ch, time.Second)
@@ -125,7 +125,7 @@ func TestFiltersIsolate(t *testing.T) {
 		b := a.buyer()      // another buyer of the same provider's agent
 		other := newScope() // another provider altogether
 		h := newHub(t, db.Client, newMemory(t), Options{Interval: interval})
-		rec := newRecorder(t, db.Client, h.Publish)
+		rec := newRecorder(t, db, h.Publish)
 
 		chA, _ := subscribe(t, h, Filter{TenantID: a.tenant, ConfigID: a.config})
 		chKeyB, _ := subscribe(t, h, Filter{TenantID: b.tenant, KeyID: b.key})
@@ -412,3 +412,4 @@ func TestSubscribeContextEndsWhileLoading(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+

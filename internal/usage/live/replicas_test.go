@@ -56,7 +56,7 @@ func testReplicas(t *testing.T, db *database.DB, busA, busB pubsub.Bus) {
 	opts := Options{Interval: 100 * time.Millisecond, Topic: topic}
 	hubA := newHub(t, db.Client, busA, opts)
 	hubB := newHub(t, db.Client, busB, opts)
-	recA := newRecorder(t, db.Client, hubA.Publish)
+	recA := newRecorder(t, db, hubA.Publish)
 	a := newScope()
 
 	chB, _ := subscribe(t, hubB, Filter{TenantID: a.tenant})
@@ -120,8 +120,8 @@ func TestReconnectResyncs(t *testing.T) {
 	bus, app := newPGBus(t, url)
 	h := newHub(t, db.Client, bus, Options{Interval: 50 * time.Millisecond, Topic: uniqueTopic()})
 	a := newScope()
-	loud := newRecorder(t, db.Client, h.Publish)
-	silent := newRecorder(t, db.Client, nil)
+	loud := newRecorder(t, db, h.Publish)
+	silent := newRecorder(t, db, nil)
 
 	ch, _ := subscribe(t, h, Filter{ConfigID: a.config})
 	next(t, ch, time.Second)
@@ -170,7 +170,7 @@ func TestLostPublishResyncs(t *testing.T) {
 	db := sqliteDB(t)
 	bus := &flakyBus{Bus: newMemory(t)}
 	h := newHub(t, db.Client, bus, Options{Interval: 50 * time.Millisecond})
-	rec := newRecorder(t, db.Client, h.Publish)
+	rec := newRecorder(t, db, h.Publish)
 	a := newScope()
 	ch, _ := subscribe(t, h, Filter{TenantID: a.tenant})
 	next(t, ch, time.Second)

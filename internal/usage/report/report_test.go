@@ -39,9 +39,9 @@ func newService(db *database.DB) *Service {
 }
 
 // record stores events through the real recorder, concurrently so that they batch.
-func record(t testing.TB, client *ent.Client, events []usage.Event) {
+func record(t testing.TB, db *database.DB, events []usage.Event) {
 	t.Helper()
-	r := usage.NewRecorder(client, usage.RecorderOptions{})
+	r := usage.NewRecorder(db, usage.RecorderOptions{})
 	defer func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
@@ -147,7 +147,7 @@ func TestUsageTotalsAndGroupings(t *testing.T) {
 		}
 		// Outside the default 30 days: never counted.
 		events = append(events, a.ev(200, 1000, 1000, 1, day(-30)), a.ev(200, 1000, 1000, 1, day(1)))
-		record(t, db.Client, events)
+		record(t, db, events)
 		ctx := viewer(buyer)
 
 		rows, err := svc.Usage(ctx, Filter{}, GroupByDay)
@@ -297,7 +297,7 @@ func TestUsageP95FromRollups(t *testing.T) {
 		for range 100 {
 			events = append(events, fast.ev(200, 1, 1, 300, day(0)))
 		}
-		record(t, db.Client, events)
+		record(t, db, events)
 		rows, err := svc.Usage(viewer(buyer), Filter{}, GroupByDay)
 		if err != nil {
 			t.Fatal(err)
@@ -338,7 +338,7 @@ func TestUsageIsolation(t *testing.T) {
 		for range 5 {
 			events = append(events, b.ev(200, 1, 1, 1, day(0)))
 		}
-		record(t, db.Client, events)
+		record(t, db, events)
 		requests := func(ctx context.Context, f Filter) int64 {
 			t.Helper()
 			rows, err := svc.Usage(ctx, f, GroupByDay)
@@ -400,7 +400,8 @@ func TestUsageIsOneStatement(t *testing.T) {
 			}
 			// The counting driver cannot run the recorder's raw queries: record through
 			// a plain client on the same pool.
-			record(t, ent.NewClient(ent.Driver(entsql.OpenDB(db.Dialect, db.SQL))), events)
+			record(t, &database.DB{SQL: db.SQL, Driver: db.Driver, Dialect: db.Dialect,
+				Client: ent.NewClient(ent.Driver(entsql.OpenDB(db.Dialect, db.SQL)))}, events)
 			for _, by := range []GroupBy{GroupByDay, GroupByAgent, GroupByKey} {
 				c.Reset()
 				if _, err := svc.Usage(ctx, Filter{From: day(-60)}, by); err != nil {
@@ -458,7 +459,7 @@ func TestQuota(t *testing.T) {
 		sub, cfg := fixture(t, db.Client, 1000, 0, &ps, &pe)
 		s := scope{sub.TenantID, sub.ProviderTenantID, cfg.ID, sub.AgentID, pulid.MustNew("key")}
 		other := scope{sub.TenantID, sub.ProviderTenantID, pulid.MustNew("cfg"), sub.AgentID, s.key}
-		record(t, db.Client, []usage.Event{
+		record(t, db, []usage.Event{
 			s.ev(200, 10, 20, 1, ps), s.ev(500, 1, 2, 1, now), s.ev(200, 100, 0, 1, ps.Add(-time.Second)),
 			other.ev(200, 1000, 1000, 1, now),
 		})
@@ -496,7 +497,7 @@ func TestQuota(t *testing.T) {
 		// Without a stored period: the calendar month.
 		sub2, cfg2 := fixture(t, db.Client, 0, 500, nil, nil)
 		s2 := scope{sub2.TenantID, sub2.ProviderTenantID, cfg2.ID, sub2.AgentID, ""}
-		record(t, db.Client, []usage.Event{s2.ev(200, 5, 5, 1, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)), s2.ev(200, 7, 7, 1, time.Date(2026, 5, 31, 23, 0, 0, 0, time.UTC))})
+		record(t, db, []usage.Event{s2.ev(200, 5, 5, 1, time.Date(2026, 6, 1, 0, 0, 0, 0, time.UTC)), s2.ev(200, 7, 7, 1, time.Date(2026, 5, 31, 23, 0, 0, 0, time.UTC))})
 		got, err = svc.Quota(viewer(sub2.TenantID), sub2.ID)
 		if err != nil {
 			t.Fatal(err)
@@ -522,7 +523,7 @@ func TestRecent(t *testing.T) {
 			events = append(events, s.ev(200, 1, 1, 1, now.Add(-time.Duration(i)*time.Hour)))
 		}
 		old := s.ev(200, 1, 1, 1, now.Add(-8*24*time.Hour))
-		record(t, db.Client, append(events, old))
+		record(t, db, append(events, old))
 		got, err := svc.Recent(viewer(buyer), Filter{}, 1000)
 		if err != nil {
 			t.Fatal(err)
