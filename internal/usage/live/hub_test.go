@@ -5,10 +5,12 @@ import (
 	"runtime"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/gsvdev/agentregistry/internal/database"
+	"github.com/gsvdev/agentregistry/internal/pubsub"
 	"github.com/gsvdev/agentregistry/internal/usage"
 )
 
@@ -413,3 +415,52 @@ func TestSubscribeContextEndsWhileLoading(t *testing.T) {
 	}
 }
 
+// countingBus counts the messages published through it.
+type countingBus struct {
+	pubsub.Bus
+	published atomic.Int64
+}
+
+func (b *countingBus) Publish(ctx context.Context, topic string, payload []byte) error {
+	b.published.Add(1)
+	return b.Bus.Publish(ctx, topic, payload)
+}
+
+// Committed batches arriving back to back (one per commit under steady load) go to the
+// bus together, at most one message per PublishInterval: on PostgreSQL each message is
+// a NOTIFY transaction that the gateway's own commits would wait behind. The first
+// batch after a quiet spell goes out at once, and nothing is lost either way.
+func TestPublishesAreCoalesced(t *testing.T) {
+	const publishEvery = 100 * time.Millisecond
+	db := sqliteDB(t)
+	a := newScope()
+	bus := &countingBus{Bus: newMemory(t)}
+	h := newHub(t, db.Client, bus, Options{Interval: 20 * time.Millisecond, PublishInterval: publishEvery})
+	ch, _ := subscribe(t, h, Filter{TenantID: a.tenant})
+	next(t, ch, time.Second)
+
+	// After a quiet spell: delivered well within the publish interval.
+	start := time.Now()
+	h.Publish([]usage.Event{a.event(200, 1, 1, 1, time.Now())})
+	if s := next(t, ch, time.Second); s.Day.Requests != 1 {
+		t.Fatalf("first message %+v, want 1 request", s.Day)
+	}
+	if d := time.Since(start); d > publishEvery {
+		t.Errorf("a lone batch took %v to arrive, want less than the publish interval %v", d, publishEvery)
+	}
+
+	// 80 batches over about 400 ms (few enough per interval for one bus payload).
+	const batches = 80
+	bus.published.Store(0)
+	start = time.Now()
+	for range batches {
+		h.Publish([]usage.Event{a.event(200, 1, 1, 1, time.Now())})
+		time.Sleep(5 * time.Millisecond)
+	}
+	waitFor(t, ch, 2*time.Second, "every request", func(s *Stats) bool { return s.Day.Requests == batches+1 })
+	elapsed := time.Since(start)
+	if n, limit := bus.published.Load(), int64(elapsed/publishEvery)+2; n > limit {
+		t.Errorf("%d batches in %v went out in %d bus messages, want at most %d", batches, elapsed, n, limit)
+	}
+	t.Logf("%d batches in %v -> %d bus messages", batches, elapsed, bus.published.Load())
+}

@@ -137,6 +137,13 @@ type Options struct {
 	// keep up, further events are dropped (and every replica told to resync) rather than
 	// blocking the recorder or growing memory. Default 65536.
 	MaxPublishQueue int
+	// PublishInterval is the shortest time between two publishes to the bus; the
+	// batches committed in between go out in one message. Default 50ms, small next to
+	// Interval. On PostgreSQL each publish is a transaction of its own (NOTIFY commits
+	// like a write), and publishing every committed batch, several hundred a second at
+	// 1,000 calls/s, doubled the commits the gateway's calls wait behind (make
+	// bench-gateway at 1,000 calls/s: p50 3.4 -> 1.8 ms without them). Negative: publish at once.
+	PublishInterval time.Duration
 }
 
 // Internal bounds. They are constants rather than options because they size memory
@@ -253,6 +260,12 @@ func NewHub(client *ent.Client, bus pubsub.Bus, opts Options) *Hub {
 	}
 	if opts.MaxPublishQueue <= 0 {
 		opts.MaxPublishQueue = 65536
+	}
+	switch {
+	case opts.PublishInterval == 0:
+		opts.PublishInterval = 50 * time.Millisecond
+	case opts.PublishInterval < 0:
+		opts.PublishInterval = 0
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	h := &Hub{

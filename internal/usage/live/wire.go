@@ -194,22 +194,42 @@ func (p *publisher) run() {
 	defer p.h.wg.Done()
 	// retry brings the resync request out after a failure even if no event follows.
 	var retry <-chan time.Time
+	var last time.Time // of the last send
+	pause := time.NewTimer(time.Hour)
+	pause.Stop()
 	for {
 		select {
 		case <-p.wake:
 		case <-retry:
 		case <-p.stop:
-			// Last flush, bounded, so that Close does not hang on a dead bus.
-			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-			p.send(ctx)
-			cancel()
+			p.flushOnClose()
 			return
 		}
+		// Wait out the rest of PublishInterval since the last send, so that the
+		// batches committed meanwhile go out together.
+		if wait := p.h.opts.PublishInterval - time.Since(last); wait > 0 {
+			pause.Reset(wait)
+			select {
+			case <-pause.C:
+			case <-p.stop:
+				pause.Stop()
+				p.flushOnClose()
+				return
+			}
+		}
 		retry = nil
+		last = time.Now()
 		if !p.send(p.h.ctx) {
 			retry = time.After(time.Second)
 		}
 	}
+}
+
+// flushOnClose sends what is queued, bounded so that Close does not hang on a dead bus.
+func (p *publisher) flushOnClose() {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	p.send(ctx)
 }
 
 // send publishes what is queued, then a resync request if events were lost. It reports
