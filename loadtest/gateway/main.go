@@ -43,6 +43,7 @@ func main() {
 	dbURL := flag.String("db", h.EnvOr("BENCH_DATABASE_URL", os.Getenv("TEST_DATABASE_URL")), "PostgreSQL server URL; a scratch database is created and dropped")
 	runs := flag.Int("startup-runs", 5, "how many starts -role startup times")
 	flag.StringVar(&prebuilt, "bin", "", "use this agentregistry binary instead of building one (e.g. to keep it for perf symbols)")
+	flag.Var(&serviceEnv, "service-env", "KEY=VALUE set in the service's environment, repeatable (e.g. USAGE_ASYNC=true to see what durable metering costs)")
 	flag.Parse()
 
 	var err error

@@ -2,7 +2,9 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 	"time"
 
 	h "github.com/gsvdev/agentregistry/loadtest/internal/harness"
@@ -11,13 +13,33 @@ import (
 // prebuilt is the -bin flag: a binary to measure instead of building one.
 var prebuilt string
 
+// serviceEnv is the -service-env flag: variables the service is started with.
+var serviceEnv envFlag
+
+// envFlag collects repeated KEY=VALUE flags.
+type envFlag map[string]string
+
+func (e *envFlag) String() string { return fmt.Sprint(map[string]string(*e)) }
+
+func (e *envFlag) Set(kv string) error {
+	k, v, ok := strings.Cut(kv, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", kv)
+	}
+	if *e == nil {
+		*e = envFlag{}
+	}
+	(*e)[k] = v
+	return nil
+}
+
 // service is the running agentregistry under test plus the gateway's own checks.
 type service struct{ *h.Service }
 
 // startService prepares a scratch database (migrate, seed, limits lifted, one key) and
 // starts `agentregistry serve` against upstream.
 func startService(ctx context.Context, bin, dbURL, upstream string) (*service, error) {
-	s, err := h.StartService(ctx, h.ServiceOptions{Bin: bin, DBURL: dbURL, Upstream: upstream})
+	s, err := h.StartService(ctx, h.ServiceOptions{Bin: bin, DBURL: dbURL, Upstream: upstream, Env: serviceEnv})
 	if err != nil {
 		return nil, err
 	}
