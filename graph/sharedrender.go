@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
-	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/coder/websocket"
@@ -97,11 +96,6 @@ func shareRenders(ctx context.Context, next graphql.OperationHandler) graphql.Re
 	}
 }
 
-// wsWriteTimeout bounds writing one message to a subscriber. A client that has not read
-// for that long, with the connection's buffers full, is closed rather than holding a
-// goroutine and its buffers indefinitely.
-const wsWriteTimeout = 10 * time.Second
-
 // rendering is one message rendered for one request.
 type rendering struct {
 	resp    *graphql.Response
@@ -140,12 +134,11 @@ func (d *directWriter) send(payload []byte) error {
 	b.Write(d.prefix)
 	b.Write(payload)
 	b.WriteByte('}')
-	// Not the subscription's context: coder/websocket closes the whole connection, without
-	// a close frame, when a write's context ends during the write, and the subscription's
-	// ends whenever the client completes it or the guard closes with a protocol code.
-	wctx, cancel := context.WithTimeout(context.Background(), wsWriteTimeout)
-	defer cancel()
-	return d.conn.writeText(wctx, b.Bytes())
+	// Not bound to the subscription's context: coder/websocket closes the whole
+	// connection, without a close frame, when a write's context ends during the write,
+	// and the subscription's ends whenever the client completes it or the guard closes
+	// with a protocol code. The connection bounds a stuck write itself (coderConn.write).
+	return d.conn.writeText(b.Bytes())
 }
 
 // directTarget returns the writer of an operation's messages, or nil when gqlgen must

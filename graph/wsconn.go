@@ -21,7 +21,15 @@ import (
 // each of thousands of subscribers was a third of the process's work.
 type coderWebsocket struct {
 	AcceptOptions websocket.AcceptOptions
+	// WriteTimeout bounds a write that makes no progress; the connection is then closed.
+	// Default defaultWSWriteTimeout.
+	WriteTimeout time.Duration
 }
+
+// defaultWSWriteTimeout bounds writing to a subscriber. A client that has not read for
+// that long, with the connection's buffers full, is closed rather than holding a
+// goroutine and its buffers indefinitely.
+const defaultWSWriteTimeout = 10 * time.Second
 
 // Accept implements transport.WebsocketImplementation.
 func (u coderWebsocket) Accept(w http.ResponseWriter, r *http.Request, options transport.WebsocketAcceptOptions) (transport.WebsocketConn, error) {
@@ -40,7 +48,13 @@ func (u coderWebsocket) Accept(w http.ResponseWriter, r *http.Request, options t
 	if err != nil {
 		return nil, err
 	}
-	return &coderConn{conn: conn}, nil
+	c := &coderConn{conn: conn, writeTimeout: u.WriteTimeout}
+	if c.writeTimeout <= 0 {
+		c.writeTimeout = defaultWSWriteTimeout
+	}
+	c.writeWatch = time.AfterFunc(time.Hour, c.writeStuck)
+	c.writeWatch.Stop()
+	return c, nil
 }
 
 // coderConn is one accepted connection.
@@ -50,6 +64,18 @@ type coderConn struct {
 	mu           sync.Mutex
 	readDeadline *time.Timer
 	closeStarted bool
+
+	// Writes are bounded by one timer per connection rather than a deadline context per
+	// write: coder/websocket allocates a context.AfterFunc for each write whose context
+	// can end, and with a fresh timeout context per message that was a third of what the
+	// process allocated at 10,000 subscribers (make bench-subscriptions), and the garbage
+	// collections it caused stalled invokes. The timer runs while writes are in flight
+	// and restarts whenever one completes, so it fires only when the connection has made
+	// no progress for writeTimeout.
+	writeTimeout time.Duration
+	writeWatch   *time.Timer
+	writeMu      sync.Mutex
+	writing      int // writes in flight
 }
 
 // NextReader implements transport.WebsocketConn. A normal close by the peer is
@@ -72,14 +98,43 @@ func (c *coderConn) WriteJSON(v any) error {
 	if err != nil {
 		return err
 	}
-	return c.conn.Write(context.Background(), websocket.MessageText, data)
+	return c.write(data)
 }
 
 // WriteText writes data, which must be one complete JSON message, as a text message.
-// It is safe to call concurrently with the transport's own writes. If ctx ends first
-// the connection is closed (coder/websocket cannot abandon half a frame).
-func (c *coderConn) WriteText(ctx context.Context, data []byte) error {
-	return c.conn.Write(ctx, websocket.MessageText, data)
+// It is safe to call concurrently with the transport's own writes.
+func (c *coderConn) WriteText(data []byte) error { return c.write(data) }
+
+// write writes a text message. A write that makes no progress for writeTimeout closes
+// the connection (coder/websocket cannot abandon half a frame), which fails it.
+func (c *coderConn) write(data []byte) error {
+	c.writeMu.Lock()
+	c.writing++
+	if c.writing == 1 {
+		c.writeWatch.Reset(c.writeTimeout)
+	}
+	c.writeMu.Unlock()
+	err := c.conn.Write(context.Background(), websocket.MessageText, data)
+	c.writeMu.Lock()
+	c.writing--
+	if c.writing == 0 {
+		c.writeWatch.Stop()
+	} else {
+		c.writeWatch.Reset(c.writeTimeout) // progress: the others get a full timeout
+	}
+	c.writeMu.Unlock()
+	return err
+}
+
+// writeStuck runs when the write timer fires: unless the writes finished meanwhile, the
+// peer has stopped reading, and the connection is closed.
+func (c *coderConn) writeStuck() {
+	c.writeMu.Lock()
+	stuck := c.writing > 0
+	c.writeMu.Unlock()
+	if stuck {
+		_ = c.conn.CloseNow()
+	}
 }
 
 // WriteClose implements transport.WebsocketConn. The close handshake waits up to 5s for

@@ -319,7 +319,7 @@ func (c *protocolConn) takeSubscribing() string {
 
 // textWriter is a connection that writes encoded messages (coderConn).
 type textWriter interface {
-	WriteText(context.Context, []byte) error
+	WriteText([]byte) error
 }
 
 // canWriteText reports whether writeText works on this connection.
@@ -329,7 +329,7 @@ func (c *protocolConn) canWriteText() bool {
 }
 
 // writeText writes an encoded protocol message, bypassing gqlgen (see takeSubscribing).
-func (c *protocolConn) writeText(ctx context.Context, data []byte) error {
+func (c *protocolConn) writeText(data []byte) error {
 	c.mu.Lock()
 	closed := c.closed
 	c.mu.Unlock()
@@ -340,7 +340,7 @@ func (c *protocolConn) writeText(ctx context.Context, data []byte) error {
 	case !ok:
 		return errors.ErrUnsupported
 	}
-	return w.WriteText(ctx, data)
+	return w.WriteText(data)
 }
 
 // WriteClose implements transport.WebsocketConn: once the guard closed with its own code,
