@@ -66,10 +66,12 @@ func (ev *Event) validate() error {
 }
 
 // normalize puts ev in the form it is stored in: UTC (which also drops the monotonic
-// reading, so SQLite's text timestamps of one instant compare equal) and an error code
-// cut to the column's size (losing the tail of a code is better than losing the record).
+// reading, so SQLite's text timestamps of one instant compare equal) to the microsecond
+// (PostgreSQL's precision: it would round 23:59:59.9999996 into the next day while the
+// rollup, decided here, stays on this one), and an error code cut to the column's size
+// (losing the tail of a code is better than losing the record).
 func (ev *Event) normalize() {
-	ev.StartedAt = ev.StartedAt.UTC()
+	ev.StartedAt = ev.StartedAt.UTC().Truncate(time.Microsecond)
 	if len(ev.ErrorCode) > maxErrorCodeLen {
 		ev.ErrorCode = ev.ErrorCode[:maxErrorCodeLen]
 	}

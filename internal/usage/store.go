@@ -30,7 +30,7 @@ import (
 // own (store_postgres.go). Column and table names come from ent's generated constants so
 // that a schema rename breaks the build, not billing.
 
-// recordColumns are the usage_records columns written, in the order of recordArgs.
+// recordColumns are the usage_records columns written, in the order of insertRecords' arguments.
 var recordColumns = []string{
 	usagerecord.FieldID, usagerecord.FieldRequestID, usagerecord.FieldTenantID,
 	usagerecord.FieldProviderTenantID, usagerecord.FieldConfigID, usagerecord.FieldAgentID,
@@ -72,7 +72,7 @@ func LatencyBucket(ms int64) int {
 	return i
 }
 
-// dailyColumns are the usage_dailies columns written, in the order of dailyArgs.
+// dailyColumns are the usage_dailies columns written, in the order of upsertDailiesOnce's arguments.
 var dailyColumns = append([]string{
 	usagedaily.FieldID, usagedaily.FieldTenantID, usagedaily.FieldProviderTenantID,
 	usagedaily.FieldConfigID, usagedaily.FieldAgentID, usagedaily.FieldAPIKeyID,
@@ -230,6 +230,17 @@ type daily struct {
 	latency                                 [nLatencyBuckets]int64 // calls per histogram bucket
 }
 
+// rollupRowKey is a rollup row's unique key (dailyKey).
+type rollupRowKey struct {
+	tenant, config, apiKey pulid.ID
+	day                    time.Time // UTC midnight, so comparable with ==
+}
+
+// keyOf is the rollup row ev is counted in.
+func keyOf(ev Event) rollupRowKey {
+	return rollupRowKey{ev.TenantID, ev.ConfigID, ev.APIKeyID, dayOf(ev.StartedAt)}
+}
+
 // nLatencyBuckets is the histogram's bucket count, lat_inf included.
 const nLatencyBuckets = 12
 
@@ -237,15 +248,11 @@ const nLatencyBuckets = 12
 // refuses to update one row twice in a statement), sorted by key so that concurrent
 // writers (replicas) lock rows in the same order and cannot deadlock each other.
 func rollup(events []Event) []daily {
-	type key struct {
-		tenant, config, apiKey pulid.ID
-		day                    int64
-	}
-	index := make(map[key]int, len(events))
+	index := make(map[rollupRowKey]int, len(events))
 	var out []daily
 	for _, ev := range events {
-		day := dayOf(ev.StartedAt)
-		k := key{ev.TenantID, ev.ConfigID, ev.APIKeyID, day.Unix()}
+		k := keyOf(ev)
+		day := k.day
 		i, ok := index[k]
 		if !ok {
 			i = len(out)

@@ -8,7 +8,6 @@ import (
 
 	"github.com/lib/pq"
 
-	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/ent/usagedaily"
 	"github.com/gsvdev/agentregistry/ent/usagerecord"
 )
@@ -35,11 +34,15 @@ import (
 // row be created), and what the record adds to it.
 var pgSourceColumns = append(append([]string(nil), recordColumns...), "daily_id", "day", "is_error", "bucket")
 
-// pgSourceTypes are the arrays' SQL types, in the same order.
-var pgSourceTypes = []string{
-	"text[]", "text[]", "text[]", "text[]", "text[]", "text[]",
-	"text[]", "bigint[]", "bigint[]", "bigint[]", "boolean[]", "bigint[]",
-	"timestamptz[]", "text[]", "text[]", "timestamptz[]", "boolean[]", "bigint[]",
+// pgSourceTypes are the arrays' SQL types by column; buildPGBatchSQL refuses a column
+// without one, so a column added to recordColumns cannot be sent with the wrong type.
+var pgSourceTypes = map[string]string{
+	usagerecord.FieldID: "text[]", usagerecord.FieldRequestID: "text[]", usagerecord.FieldTenantID: "text[]",
+	usagerecord.FieldProviderTenantID: "text[]", usagerecord.FieldConfigID: "text[]", usagerecord.FieldAgentID: "text[]",
+	usagerecord.FieldAPIKeyID: "text[]", usagerecord.FieldStatus: "bigint[]", usagerecord.FieldInputTokens: "bigint[]",
+	usagerecord.FieldOutputTokens: "bigint[]", usagerecord.FieldTokensEstimated: "boolean[]", usagerecord.FieldElapsedMs: "bigint[]",
+	usagerecord.FieldStartedAt: "timestamptz[]", usagerecord.FieldErrorCode: "text[]",
+	"daily_id": "text[]", "day": "timestamptz[]", "is_error": "boolean[]", "bucket": "bigint[]",
 }
 
 // pgBatchSQL is the statement; it returns the request ids it inserted.
@@ -51,7 +54,11 @@ func buildPGBatchSQL() string {
 	}
 	var b strings.Builder
 	b.WriteString("WITH src AS (SELECT * FROM unnest(")
-	for i, typ := range pgSourceTypes {
+	for i, c := range pgSourceColumns {
+		typ, ok := pgSourceTypes[c]
+		if !ok {
+			panic("usage: no SQL type for usage column " + c)
+		}
 		if i > 0 {
 			b.WriteString(", ")
 		}
@@ -77,8 +84,11 @@ func buildPGBatchSQL() string {
 			b.WriteString(quote(c))
 		}
 	}
-	fmt.Fprintf(&b, " FROM src ON CONFLICT (%s) DO NOTHING RETURNING %s), ",
-		quote(usagerecord.FieldRequestID), quote(usagerecord.FieldRequestID))
+	// RETURNING casts to text, the type the statement was prepared with, so that a
+	// migration widening a column cannot fail the prepared statement ("cached plan must
+	// not change result type").
+	fmt.Fprintf(&b, " FROM src ON CONFLICT (%[1]s) DO NOTHING RETURNING %[2]s::text AS %[2]s, %[1]s::text AS %[1]s), ",
+		quote(usagerecord.FieldRequestID), quote(usagerecord.FieldID))
 
 	// The rollup increments of the inserted records, one row per rollup key (an upsert
 	// may not touch a row twice), in key order so that writers lock rows in one order.
@@ -94,8 +104,10 @@ func buildPGBatchSQL() string {
 	for i := range latencyColumns {
 		fmt.Fprintf(&b, ", count(*) FILTER (WHERE bucket = %d) AS b%d", i, i)
 	}
+	// Joined on the record id, unique per source row, so that each inserted record is
+	// counted once even if the arrays carried a request id twice.
 	fmt.Fprintf(&b, " FROM src JOIN ins USING (%s) GROUP BY %s, %s, %s, day), ",
-		quote(usagerecord.FieldRequestID), quote(usagedaily.FieldTenantID), quote(usagedaily.FieldConfigID), quote(usagedaily.FieldAPIKeyID))
+		quote(usagerecord.FieldID), quote(usagedaily.FieldTenantID), quote(usagedaily.FieldConfigID), quote(usagedaily.FieldAPIKeyID))
 
 	fmt.Fprintf(&b, "up AS (INSERT INTO %s (%s) SELECT daily_id, %s, %s, %s, %s, %s, day, n, n_errors, sum_in, sum_out, sum_ms",
 		quote(usagedaily.Table), quoteAll(dailyColumns),
@@ -104,7 +116,10 @@ func buildPGBatchSQL() string {
 	for i := range latencyColumns {
 		fmt.Fprintf(&b, ", b%d", i)
 	}
-	fmt.Fprintf(&b, " FROM agg ORDER BY %s, %s, %s, day", quote(usagedaily.FieldTenantID), quote(usagedaily.FieldConfigID), quote(usagedaily.FieldAPIKeyID))
+	// Byte order (COLLATE "C"), as Go sorts the keys on SQLite, whatever the database's
+	// collation.
+	fmt.Fprintf(&b, ` FROM agg ORDER BY %s COLLATE "C", %s COLLATE "C", %s COLLATE "C", day`,
+		quote(usagedaily.FieldTenantID), quote(usagedaily.FieldConfigID), quote(usagedaily.FieldAPIKeyID))
 	writeRollupConflict(&b)
 	b.WriteString(") ")
 
@@ -123,14 +138,19 @@ func (s *store) writePostgres(ctx context.Context, events []Event) ([]Event, err
 		s.pgBatch = stmt
 	}
 	rows, err := s.pgBatch.QueryContext(ctx, pgBatchArgs(events)...)
-	if err != nil {
-		return nil, fmt.Errorf("usage: write batch: %w", err)
+	if err == nil {
+		var inserted []Event
+		if inserted, err = scanInserted(rows, events); err == nil {
+			return inserted, nil
+		}
 	}
-	inserted, err := scanInserted(rows, events)
-	if err != nil {
-		return nil, fmt.Errorf("usage: write batch: %w", err)
+	if ctx.Err() == nil {
+		// Prepare afresh for the retry: whatever failed may have been the statement
+		// itself (a schema change it was planned against, a pooler that dropped it).
+		_ = s.pgBatch.Close()
+		s.pgBatch = nil
 	}
-	return inserted, nil
+	return nil, fmt.Errorf("usage: write batch: %w", err)
 }
 
 // pgBatchArgs are the statement's arrays, one per pgSourceColumns entry.
@@ -145,11 +165,7 @@ func pgBatchArgs(events []Event) []any {
 		dailyIDs, buckets                    = make([]string, n), make([]int64, n)
 	)
 	// One new rollup id per rollup key: used only if the row does not exist yet.
-	type key struct {
-		tenant, config, apiKey pulid.ID
-		day                    int64
-	}
-	dailyID := make(map[key]string)
+	dailyID := make(map[rollupRowKey]string)
 	for i, ev := range events {
 		ids[i], requestIDs[i] = string(usagerecord.DefaultID()), ev.RequestID
 		tenants[i], providers[i] = string(ev.TenantID), string(ev.ProviderTenantID)
@@ -157,9 +173,8 @@ func pgBatchArgs(events []Event) []any {
 		statuses[i], ins[i], outs[i], estimated[i] = int64(ev.Status), ev.InputTokens, ev.OutputTokens, ev.TokensEstimated
 		elapsed[i], errorCodes[i] = ev.ElapsedMS, ev.ErrorCode
 		startedAt[i] = ev.StartedAt.UTC().Format(time.RFC3339Nano)
-		day := dayOf(ev.StartedAt)
-		days[i] = day.Format(time.RFC3339)
-		k := key{ev.TenantID, ev.ConfigID, ev.APIKeyID, day.Unix()}
+		k := keyOf(ev)
+		days[i] = k.day.Format(time.RFC3339)
 		if dailyID[k] == "" {
 			dailyID[k] = string(usagedaily.DefaultID())
 		}

@@ -14,6 +14,7 @@ import (
 	"github.com/gsvdev/agentregistry/ent/usagerecord"
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/database"
+	"github.com/gsvdev/agentregistry/internal/database/dbtest"
 )
 
 func TestLatencyBucket(t *testing.T) {
@@ -80,9 +81,10 @@ func TestRollupLatencyHistogram(t *testing.T) {
 	})
 }
 
-// A batch can touch more rollup rows than one statement has parameters for (24 per row):
-// the upsert must split, on SQLite's 32766 parameter limit too.
-func TestRollupUpsertSplitsLargeBatches(t *testing.T) {
+// The largest batch, each call on its own rollup row: on SQLite the upsert needs more
+// parameters (24 per row) than one statement may carry and must split; PostgreSQL's one
+// statement takes it whole.
+func TestLargestBatchRollsUp(t *testing.T) {
 	forEachDriver(t, func(t *testing.T, db *database.DB) {
 		ctx := auth.SystemContext(context.Background())
 		st := newStore(db)
@@ -229,4 +231,70 @@ func requestIDs(events []Event) []string {
 		out[i] = ev.RequestID
 	}
 	return out
+}
+
+// The PostgreSQL statement counts each inserted record once even when its input repeats
+// a request id (the recorder removes duplicates first; the statement must not rely on
+// it). SQLite's path is only ever given unique ids.
+func TestWriteBatchDuplicateInputCountedOnce(t *testing.T) {
+	db := dbtest.Open(t, database.DriverPostgres)
+	ctx := auth.SystemContext(context.Background())
+	st := newStore(db)
+	t.Cleanup(func() { _ = st.close() })
+	ev := newScope().event("dup-in-input", 200, 3, 4, 5, time.Date(2026, 5, 5, 12, 0, 0, 0, time.UTC))
+	if _, err := st.write(ctx, []Event{ev, ev, ev}); err != nil {
+		t.Fatal(err)
+	}
+	if got := countRecords(t, db.Client); got != 1 {
+		t.Errorf("records = %d, want 1", got)
+	}
+	compareRollups(t, readRollups(t, db.Client), expectedRollups([]Event{ev}))
+}
+
+// The prepared statement survives what a running service meets: a migration that changes
+// a column it returns, and its connections being killed (a database restart).
+func TestRecorderSurvivesSchemaChangeAndLostConnections(t *testing.T) {
+	db := dbtest.Open(t, database.DriverPostgres)
+	ctx := context.Background()
+	r := newRecorder(t, db, RecorderOptions{MaxWait: -1})
+	s := newScope()
+	at := time.Date(2026, 5, 5, 12, 0, 0, 0, time.UTC)
+	if err := r.Record(ctx, s.event("before", 200, 1, 1, 1, at)); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SQL.ExecContext(ctx, `ALTER TABLE usage_records ALTER COLUMN request_id TYPE varchar(200)`); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Record(ctx, s.event("after-migration", 200, 1, 1, 1, at)); err != nil {
+		t.Fatalf("after a migration: %v", err)
+	}
+	if _, err := db.SQL.ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+		WHERE datname = current_database() AND pid <> pg_backend_pid()`); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Record(ctx, s.event("after-restart", 200, 1, 1, 1, at)); err != nil {
+		t.Fatalf("after the connections were killed: %v", err)
+	}
+	if got := countRecords(t, db.Client); got != 3 {
+		t.Errorf("records = %d, want 3", got)
+	}
+}
+
+// A call in the last microsecond of a day is stored and rolled up on that day, on both
+// databases (PostgreSQL keeps microseconds and would round it into the next day).
+func TestRecordAtMidnightStaysOnItsDay(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, db *database.DB) {
+		r := newRecorder(t, db, RecorderOptions{MaxWait: -1})
+		at := time.Date(2026, 5, 5, 23, 59, 59, 999_999_600, time.UTC)
+		ev := newScope().event("midnight", 200, 1, 1, 1, at)
+		recordAll(t, r, ev)
+		rec, err := db.Client.UsageRecord.Query().Only(auth.SystemContext(context.Background()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := rec.StartedAt.UTC().Format(time.DateOnly); got != "2026-05-05" {
+			t.Errorf("record stored on %s (%v), want 2026-05-05", got, rec.StartedAt.UTC())
+		}
+		compareRollups(t, readRollups(t, db.Client), expectedRollups([]Event{ev}))
+	})
 }
