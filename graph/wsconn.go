@@ -66,16 +66,17 @@ type coderConn struct {
 	closeStarted bool
 
 	// Writes are bounded by one timer per connection rather than a deadline context per
-	// write: coder/websocket allocates a context.AfterFunc for each write whose context
-	// can end, and with a fresh timeout context per message that was a third of what the
-	// process allocated at 10,000 subscribers (make bench-subscriptions), and the garbage
-	// collections it caused stalled invokes. The timer runs while writes are in flight
-	// and restarts whenever one completes, so it fires only when the connection has made
-	// no progress for writeTimeout.
+	// write: coder/websocket registers a context.AfterFunc for each write whose context
+	// can end, and a fresh timeout context per message was a third of what the process
+	// allocated at 10,000 subscribers (make bench-subscriptions), with timers and
+	// collections that stalled invokes. The timer runs while writes are in flight and
+	// restarts whenever one completes, so it fires when no message has been written for
+	// writeTimeout (one message that takes longer, to a slow reader, is cut off too).
 	writeTimeout time.Duration
 	writeWatch   *time.Timer
 	writeMu      sync.Mutex
-	writing      int // writes in flight
+	writing      int       // writes in flight
+	writeDue     time.Time // when the writes in flight time out; set with the timer
 }
 
 // NextReader implements transport.WebsocketConn. A normal close by the peer is
@@ -111,7 +112,7 @@ func (c *coderConn) write(data []byte) error {
 	c.writeMu.Lock()
 	c.writing++
 	if c.writing == 1 {
-		c.writeWatch.Reset(c.writeTimeout)
+		c.armWriteWatch()
 	}
 	c.writeMu.Unlock()
 	err := c.conn.Write(context.Background(), websocket.MessageText, data)
@@ -120,21 +121,35 @@ func (c *coderConn) write(data []byte) error {
 	if c.writing == 0 {
 		c.writeWatch.Stop()
 	} else {
-		c.writeWatch.Reset(c.writeTimeout) // progress: the others get a full timeout
+		c.armWriteWatch() // progress: the others get a full timeout
 	}
 	c.writeMu.Unlock()
 	return err
 }
 
-// writeStuck runs when the write timer fires: unless the writes finished meanwhile, the
-// peer has stopped reading, and the connection is closed.
+// armWriteWatch (re)starts the write timer; c.writeMu must be held.
+func (c *coderConn) armWriteWatch() {
+	c.writeDue = time.Now().Add(c.writeTimeout)
+	c.writeWatch.Reset(c.writeTimeout)
+}
+
+// writeStuck runs when the write timer fires. A timer that fired just as a write
+// completed and another began finds writes in flight that are not yet due: it is
+// re-armed for the rest. Otherwise the peer has stopped reading, and the connection is
+// closed.
 func (c *coderConn) writeStuck() {
 	c.writeMu.Lock()
-	stuck := c.writing > 0
-	c.writeMu.Unlock()
-	if stuck {
-		_ = c.conn.CloseNow()
+	if c.writing == 0 {
+		c.writeMu.Unlock()
+		return
 	}
+	if left := time.Until(c.writeDue); left > 0 {
+		c.writeWatch.Reset(left)
+		c.writeMu.Unlock()
+		return
+	}
+	c.writeMu.Unlock()
+	_ = c.conn.CloseNow()
 }
 
 // WriteClose implements transport.WebsocketConn. The close handshake waits up to 5s for

@@ -459,7 +459,10 @@ func TestPublishesAreCoalesced(t *testing.T) {
 	}
 	waitFor(t, ch, 2*time.Second, "every request", func(s *Stats) bool { return s.Day.Requests == batches+1 })
 	elapsed := time.Since(start)
-	if n, limit := bus.published.Load(), int64(elapsed/publishEvery)+2; n > limit {
+	// One send per interval, each small enough for one bus message; twice that leaves
+	// room for a send that a loaded machine delays past its payload limit, and is still
+	// far from one message per batch.
+	if n, limit := bus.published.Load(), 2*(int64(elapsed/publishEvery)+1); n > limit {
 		t.Errorf("%d batches in %v went out in %d bus messages, want at most %d", batches, elapsed, n, limit)
 	}
 	t.Logf("%d batches in %v -> %d bus messages", batches, elapsed, bus.published.Load())

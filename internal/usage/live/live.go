@@ -138,7 +138,8 @@ type Options struct {
 	// blocking the recorder or growing memory. Default 65536.
 	MaxPublishQueue int
 	// PublishInterval is the shortest time between two publishes to the bus; the
-	// batches committed in between go out in one message. Default 50ms, small next to
+	// batches committed in between go out together (in one message, or several past
+	// the bus's payload limit). Default 50ms, small next to
 	// Interval. On PostgreSQL each publish is a transaction of its own (NOTIFY commits
 	// like a write), and publishing every committed batch, several hundred a second at
 	// 1,000 calls/s, doubled the commits the gateway's calls wait behind (make

@@ -216,6 +216,12 @@ func (p *publisher) run() {
 				p.flushOnClose()
 				return
 			}
+			// What arrived during the pause goes out now; its wake-up must not start
+			// another pause with nothing to send.
+			select {
+			case <-p.wake:
+			default:
+			}
 		}
 		retry = nil
 		last = time.Now()
