@@ -58,7 +58,6 @@ func BenchmarkWriteBatch(b *testing.B) {
 				at := time.Now()
 				events := make([]Event, size)
 				var seq int
-				b.ResetTimer()
 				for b.Loop() {
 					for i := range events {
 						seq++

@@ -160,9 +160,6 @@ func writeSQLite(ctx context.Context, client *ent.Client, events []Event) (inser
 
 // insertRecords inserts the records that are new and returns their events.
 func insertRecords(ctx context.Context, tx *ent.Tx, events []Event) ([]Event, error) {
-	if len(events) == 0 {
-		return nil, nil
-	}
 	var b strings.Builder
 	args := make([]any, 0, len(events)*len(recordColumns))
 	writeInsert(&b, usagerecord.Table, recordColumns, len(events))

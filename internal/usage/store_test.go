@@ -298,3 +298,41 @@ func TestRecordAtMidnightStaysOnItsDay(t *testing.T) {
 		compareRollups(t, readRollups(t, db.Client), expectedRollups([]Event{ev}))
 	})
 }
+
+// Request ids come from callers (Idempotency-Key). On PostgreSQL they travel inside an
+// array literal; ids made of its syntax must arrive verbatim and must not shift the
+// other calls' columns, which would book a call to another tenant.
+func TestWriteBatchHostileRequestIDs(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, db *database.DB) {
+		ctx := auth.SystemContext(context.Background())
+		st := newStore(db)
+		t.Cleanup(func() { _ = st.close() })
+		at := time.Date(2026, 5, 5, 12, 0, 0, 0, time.UTC)
+		ids := []string{`a"b`, `c\d`, `e,f`, `{g}`, `NULL`, ` h `, `i\"}`, "j\tk", "l'); DROP TABLE usage_records;--", "ü€"}
+		var events []Event
+		for _, id := range ids {
+			events = append(events, newScope().event(id, 200, 1, 2, 3, at))
+		}
+		inserted, err := st.write(ctx, uniqueSorted(events))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(inserted) != len(ids) {
+			t.Fatalf("inserted %d, want %d", len(inserted), len(ids))
+		}
+		recs, err := db.Client.UsageRecord.Query().All(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		tenantOf := map[string]string{}
+		for _, r := range recs {
+			tenantOf[r.RequestID] = string(r.TenantID)
+		}
+		for _, ev := range events {
+			if got, ok := tenantOf[ev.RequestID]; !ok || got != string(ev.TenantID) {
+				t.Errorf("request id %q: stored for tenant %q (found %v), want %q", ev.RequestID, got, ok, ev.TenantID)
+			}
+		}
+		compareRollups(t, readRollups(t, db.Client), expectedRollups(events))
+	})
+}
