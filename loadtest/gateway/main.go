@@ -160,7 +160,13 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 	// Baseline, gateway, baseline again: the machine is noisy, and two
 	// baselines around the gateway show how much the floor moved meanwhile.
 	var results []*h.Result
+	// CPU the serving process (the service, or the bare proxy) used per call in each
+	// run: steadier than latency on a shared machine, as other work on the machine
+	// delays a process without adding to its CPU time.
+	cpuPerCall := map[int]time.Duration{}
 	probed, probeMissing := 0, 0
+	// The probe's pace under load: 50 calls a second, 5% on top of the default rate.
+	const probeEvery = 20 * time.Millisecond
 	for _, mode := range []string{"closed", "open"} {
 		for _, t := range []h.Target{bare, gw, bare} {
 			if ctx.Err() != nil {
@@ -173,23 +179,34 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 			if t.Name == gw.Name {
 				probe = make(chan [3]int, 1)
 				go func() {
-					c, m, err := svc.probeDurability(ctx, client, gw, d, 0)
+					c, m, err := svc.probeDurability(ctx, client, gw, d, probeEvery, 0)
 					if err != nil {
 						fmt.Fprintln(os.Stderr, "durability probe:", err)
 					}
 					probe <- [3]int{c, m}
 				}()
 			}
+			proc := px.Pid()
+			if t.Name == gw.Name {
+				proc = pid
+			}
+			cpuBefore, cpuErr := h.CPUTime(proc)
 			var r *h.Result
 			if mode == "closed" {
 				r = h.ClosedLoop(ctx, client, t, conc, d)
 			} else {
 				r = h.OpenLoop(ctx, client, []h.Target{t}, rate, d, nil)
 			}
+			calls := r.OK + r.Errs
 			if probe != nil {
 				p := <-probe
 				probed, probeMissing = probed+p[0], probeMissing+p[1]
 				gw2xx += p[0] // the probe's answers are metered too
+				calls += p[0]
+			}
+			cpuAfter, cpuErr2 := h.CPUTime(proc)
+			if cpuErr == nil && cpuErr2 == nil && calls > 0 {
+				cpuPerCall[len(results)] = time.Duration((cpuAfter - cpuBefore) / float64(calls) * float64(time.Second))
 			}
 			results = append(results, count(r))
 			fmt.Fprintf(os.Stderr, "  %-10s %-14s %8.0f req/s  p99 %s\n", r.Target, r.Mode, r.RPS(), h.FmtDur(r.Pct(99)))
@@ -197,7 +214,7 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 	}
 	peakRSS, peakErr := h.ProcStatusKB(pid, "VmHWM")
 	// And once more at rest, one call at a time.
-	if c, m, err := svc.probeDurability(ctx, client, gw, 30*time.Second, 200); err != nil {
+	if c, m, err := svc.probeDurability(ctx, client, gw, 30*time.Second, 0, 200); err != nil {
 		fmt.Fprintln(os.Stderr, "durability probe:", err)
 	} else {
 		probed, probeMissing, gw2xx = probed+c, probeMissing+m, gw2xx+c
@@ -216,6 +233,9 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 		closedGW.RPS()/bareRPS, closedGW.RPS()/closedBare[0].RPS(), closedGW.RPS()/closedBare[1].RPS())
 	fmt.Printf("gateway p99 at %d req/s: %s  (bare: %s, %s)\n", rate, h.FmtDur(openGW.Pct(99)),
 		h.FmtDur(results[3].Pct(99)), h.FmtDur(results[5].Pct(99)))
+	fmt.Printf("CPU per call, closed loop: service %s, bare proxy %s and %s; at %d req/s: service %s, bare proxy %s and %s\n",
+		fmtCPU(cpuPerCall, 1), fmtCPU(cpuPerCall, 0), fmtCPU(cpuPerCall, 2), rate,
+		fmtCPU(cpuPerCall, 4), fmtCPU(cpuPerCall, 3), fmtCPU(cpuPerCall, 5))
 	fmt.Printf("service RSS: idle before load %s, peak (VmHWM) %s\n", h.FmtKB(idleRSS, idleErr), h.FmtKB(peakRSS, peakErr))
 	switch {
 	case rowsErr != nil:
@@ -249,6 +269,14 @@ func benchGateway(dbURL string, d time.Duration, conc, rate int) error {
 		}
 	}
 	return nil
+}
+
+// fmtCPU prints run i's CPU per call, or "n/a" where /proc could not tell.
+func fmtCPU(perCall map[int]time.Duration, i int) string {
+	if d, ok := perCall[i]; ok {
+		return d.Round(time.Microsecond).String()
+	}
+	return "n/a"
 }
 
 func printTable(results []*h.Result) {

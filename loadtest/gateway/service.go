@@ -81,15 +81,28 @@ func (s *service) missingRecords(ctx context.Context, ids []string) (int, error)
 	return missing, nil
 }
 
-// probeDurability sends invokes one at a time until d has passed (or n were sent, when
-// n > 0) and, the moment each 2xx arrives, looks its request id up in usage_records.
-// With durable metering the row is committed before the answer is written, so it must
-// already be there; a recorder that answers first and writes later passes the
-// end-of-run row count but fails here. It returns the 2xx answers checked and how many
-// had no row yet.
-func (s *service) probeDurability(ctx context.Context, c *http.Client, t h.Target, d time.Duration, n int) (checked, missing int, err error) {
+// probeDurability sends invokes one at a time, at most one per every (none when 0),
+// until d has passed (or n were sent, when n > 0) and, the moment each 2xx arrives,
+// looks its request id up in usage_records. With durable metering the row is
+// committed before the answer is written, so it must already be there; a recorder
+// that answers first and writes later passes the end-of-run row count but fails
+// here. It returns the 2xx answers checked and how many had no row yet.
+//
+// Under measured load the probe is paced: back to back it added some 260 calls and
+// lookups a second to the 1,000/s open-loop run, so the gateway's figures were taken
+// at 1,260/s against the baseline's 1,000.
+func (s *service) probeDurability(ctx context.Context, c *http.Client, t h.Target, d, every time.Duration, n int) (checked, missing int, err error) {
 	end := time.Now().Add(d)
+	next := time.Now()
 	for i := 0; time.Now().Before(end) && (n <= 0 || i < n) && ctx.Err() == nil; i++ {
+		if wait := time.Until(next); wait > 0 {
+			select {
+			case <-ctx.Done():
+				return checked, missing, nil
+			case <-time.After(wait):
+			}
+		}
+		next = time.Now().Add(every)
 		code, id, derr := h.Do(ctx, c, &t)
 		if derr != nil || code/100 != 2 {
 			continue
