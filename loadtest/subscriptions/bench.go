@@ -217,6 +217,7 @@ func bench(o options) error {
 	calls := make([][]call, len(w.Tenants))
 	other := 0
 	subCPU0, _ := h.CPUTime(subs.Pid())
+	writes0, writesErr := h.WriteSyscalls(pid)
 	loaded := measure(fmt.Sprintf("invoke, %d subscribers", okSubs), func(a h.Answer) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -227,6 +228,7 @@ func bench(o options) error {
 		}
 	})
 	subCPU1, _ := h.CPUTime(subs.Pid())
+	writes1, writesErr2 := h.WriteSyscalls(pid)
 	// Deliveries of the last calls arrive within an interval or two when the service
 	// keeps up; when it does not they lag by seconds, and a short tail would report
 	// them as never delivered rather than late.
@@ -288,6 +290,12 @@ func bench(o options) error {
 	if secs > 0 {
 		fmt.Printf("messages delivered: %.0f/s during the loaded run (%d subscribers; at most 2/s each at the 500ms interval); resynced (reader too slow): %d\n",
 			float64(msgs)/float64(secs), okSubs, d.resynced)
+	}
+	if secs > 0 && writesErr == nil && writesErr2 == nil && msgs > 0 {
+		// Invokes write too (answers, Langflow, PostgreSQL), a few per call.
+		perSec := float64(writes1-writes0) / loaded.end.Sub(loaded.start).Seconds()
+		fmt.Printf("service write syscalls: %.0f/s during the loaded run, %.2f per message delivered (invoke answers, Langflow and PostgreSQL included)\n",
+			perSec, perSec/(float64(msgs)/float64(secs)))
 	}
 	fmt.Printf("subscriber process CPU during the loaded run: %.2f cores\n", (subCPU1-subCPU0)/loaded.end.Sub(loaded.start).Seconds())
 	perSub := "n/a"

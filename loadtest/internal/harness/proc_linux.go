@@ -33,6 +33,21 @@ func ProcStatusKB(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
 }
 
+// WriteSyscalls is how many write-like system calls (write, writev, sendmsg…) the
+// process has made so far: syscw in /proc/<pid>/io.
+func WriteSyscalls(pid int) (int64, error) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0, err
+	}
+	for line := range strings.Lines(string(b)) {
+		if v, ok := strings.CutPrefix(line, "syscw:"); ok {
+			return strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+		}
+	}
+	return 0, fmt.Errorf("no syscw in /proc/%d/io", pid)
+}
+
 // RaiseFileLimit lifts the soft open-file limit to the hard one and returns it. Call it
 // before starting children: they inherit it, so the service can hold as many sockets as
 // the generator opens.

@@ -19,4 +19,6 @@ func RaiseFileLimit() (uint64, error) { return 0, errNoProc }
 
 func CPUTime(int) (float64, error) { return 0, errNoProc }
 
+func WriteSyscalls(int) (int64, error) { return 0, errNoProc }
+
 func MachineCPU() (busy, total float64, err error) { return 0, 0, errNoProc }
