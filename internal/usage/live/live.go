@@ -758,6 +758,16 @@ func (h *Hub) lastDroppedSwap(d uint64) uint64 {
 
 // ingest is the bus callback: it applies one payload's events to every matching group.
 func (h *Hub) ingest(payload []byte) {
+	// With nobody watching, the payload is not even decoded (a few percent of the
+	// gateway's CPU otherwise, make bench-gateway): a subscription that starts later
+	// reads what was committed from the database. Groups are registered before their
+	// load starts, under mu, so an event is either seen here or in that load.
+	h.mu.Lock()
+	idle := len(h.groups) == 0
+	h.mu.Unlock()
+	if idle {
+		return
+	}
 	msg, err := decodeMessage(payload)
 	if err != nil {
 		h.log.Warn("live: dropping undecodable usage message", slog.Any("error", err))
