@@ -44,18 +44,11 @@ func (u coderWebsocket) Accept(w http.ResponseWriter, r *http.Request, options t
 			opts.Subprotocols = append(opts.Subprotocols, p)
 		}
 	}
-	if !canHijack(w) {
-		// Not HTTP/1 (or a wrapper hiding the connection): websocket.Accept answers 501
-		// before anything is written, as it should.
-		_, err := websocket.Accept(w, r, &opts)
-		return nil, err
-	}
-	hj := &coalescingHijack{ResponseWriter: w}
-	conn, err := websocket.Accept(hj, r, &opts)
+	conn, err := websocket.Accept(w, r, &opts)
 	if err != nil {
 		return nil, err
 	}
-	c := &coderConn{conn: conn, out: hj.out, writeTimeout: u.WriteTimeout}
+	c := &coderConn{conn: conn, writeTimeout: u.WriteTimeout}
 	if c.writeTimeout <= 0 {
 		c.writeTimeout = defaultWSWriteTimeout
 	}
@@ -67,7 +60,6 @@ func (u coderWebsocket) Accept(w http.ResponseWriter, r *http.Request, options t
 // coderConn is one accepted connection.
 type coderConn struct {
 	conn *websocket.Conn
-	out  *coalescingWriter // the socket side of conn's frame writer
 
 	mu           sync.Mutex
 	readDeadline *time.Timer
@@ -123,13 +115,7 @@ func (c *coderConn) write(data []byte) error {
 		c.armWriteWatch()
 	}
 	c.writeMu.Unlock()
-	// Messages written together leave together (wscoalesce.go). The release sends
-	// while the write is still counted, so the timer also bounds a stuck send.
-	c.out.hold()
 	err := c.conn.Write(context.Background(), websocket.MessageText, data)
-	if serr := c.out.release(); err == nil && serr != nil {
-		err = serr
-	}
 	c.writeMu.Lock()
 	c.writing--
 	if c.writing == 0 {
