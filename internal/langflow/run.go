@@ -10,8 +10,6 @@ import (
 	"net/url"
 	"strings"
 	"unicode/utf8"
-
-	fastjson "github.com/goccy/go-json"
 )
 
 // RunRequest is the body of POST /api/v1/run/{flow}.
@@ -262,28 +260,11 @@ func parseRunResult(op string, raw []byte, input string) (RunResult, error) {
 // of raw, which must be an object (trailing data after it is ignored, as a
 // json.Decoder does). Fields of an unexpected type are not an error: they are
 // left empty, as the generic walk skipped them.
-//
-// Decoding Langflow's answer was the gateway's largest own cost (a sixth of the
-// service's CPU under load, and much of its garbage), so a well-formed body goes
-// through goccy/go-json, four times faster here. It stops at the first field of
-// an unexpected type and treats invalid UTF-8 and trailing data differently from
-// encoding/json, so any body it does not take cleanly is decoded again by
-// encoding/json, whose result is the reference (FuzzDecodeRunDoc compares them).
 func decodeRunDoc(raw []byte, doc *runDoc) error {
 	trimmed := bytes.TrimLeft(raw, " \t\r\n")
 	if len(trimmed) == 0 || trimmed[0] != '{' {
 		return errNotObject
 	}
-	if utf8.Valid(trimmed) && json.Valid(trimmed) && fastjson.Unmarshal(trimmed, doc) == nil {
-		return nil
-	}
-	*doc = runDoc{}
-	return decodeRunDocStd(trimmed, doc)
-}
-
-// decodeRunDocStd is decodeRunDoc with encoding/json only: the slow path and
-// the reference the fast one is tested against.
-func decodeRunDocStd(trimmed []byte, doc *runDoc) error {
 	err := json.Unmarshal(trimmed, doc)
 	var syn *json.SyntaxError
 	if errors.As(err, &syn) {
