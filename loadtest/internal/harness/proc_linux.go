@@ -33,8 +33,9 @@ func ProcStatusKB(pid int, field string) (int64, error) {
 	return 0, fmt.Errorf("%s not in /proc/%d/status", field, pid)
 }
 
-// WriteSyscalls is how many write-like system calls (write, writev, sendmsg…) the
-// process has made so far: syscw in /proc/<pid>/io.
+// WriteSyscalls is how many write system calls the process has made so far: syscw in
+// /proc/<pid>/io, which counts write and writev (the file write path, which Go's
+// socket writes take) but not sendmsg or sendto.
 func WriteSyscalls(pid int) (int64, error) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
 	if err != nil {
