@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/internal/apikey"
 )
 
@@ -148,6 +149,13 @@ func TestCORS(t *testing.T) {
 	r = e.do(http.MethodOptions, compat, map[string]string{"Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"}, "")
 	if r.status == 204 || r.header.Get("Access-Control-Allow-Origin") != "" {
 		t.Fatalf("compat preflight, foreign origin: %d %v", r.status, r.header)
+	}
+	// A preflight carries no key: an unknown config is refused exactly like a foreign
+	// origin, so nobody can probe which config ids exist.
+	foreign := r
+	unknown := e.do(http.MethodOptions, "/api/v1/run/"+string(pulid.MustNew(f.config.Prefix())), map[string]string{"Origin": "https://evil.example.net", "Access-Control-Request-Method": "POST"}, "")
+	if unknown.status != foreign.status || string(unknown.body) != string(foreign.body) {
+		t.Fatalf("compat preflight, unknown config: %d %s; foreign origin: %d %s", unknown.status, unknown.body, foreign.status, foreign.body)
 	}
 
 	// Real responses: ACAO only for the config's origins, whatever the key kind.

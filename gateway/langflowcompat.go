@@ -45,27 +45,32 @@ func compatResponse(in callInput, text string) map[string]any {
 }
 
 // serveCompatPreflight answers the compat route's preflight. Unlike the invoke route, the
-// path names the config, so a foreign origin is refused here already.
+// path names the config, so a foreign origin is refused here already. A preflight carries
+// no key, so an unknown config gets the same refusal as a foreign origin: anyone could
+// otherwise tell which config ids exist.
 func (g *Gateway) serveCompatPreflight(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("X-Request-Id", g.requestID(r))
+	refuse := func() {
+		w.Header().Add("Vary", "Origin")
+		writeJSON(w, http.StatusForbidden, compatError{Detail: "origin not allowed"})
+	}
 	origin := r.Header.Get("Origin")
 	id := pulid.ID(r.PathValue("config_id"))
 	if origin == "" || !id.Valid() {
-		writeJSON(w, http.StatusForbidden, compatError{Detail: "origin not allowed"})
+		refuse()
 		return
 	}
 	t, err := g.d.Resolver.Resolve(r.Context(), id)
 	switch {
 	case errors.Is(err, ErrConfigNotFound):
-		writeJSON(w, http.StatusNotFound, compatError{Detail: "flow not found"})
+		refuse()
 		return
 	case err != nil:
 		writeJSON(w, http.StatusServiceUnavailable, compatError{Detail: "try again later"})
 		return
 	}
 	if !originAllowed(origin, t.AllowedOrigins) {
-		w.Header().Add("Vary", "Origin")
-		writeJSON(w, http.StatusForbidden, compatError{Detail: "origin not allowed"})
+		refuse()
 		return
 	}
 	writePreflight(w, origin)
