@@ -91,7 +91,7 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	srv.SetErrorPresenter(presentError(opts.Logger))
 	srv.SetRecoverFunc(recoverPanic(opts.Logger))
 	srv.Use(subscriptionIDs{})
-	srv.AroundOperations(shareRenders)
+	srv.AroundOperations(shareRenders{record: opts.ObserveOperation}.aroundOperations)
 	srv.AroundFields(requireViewer)
 	srv.AroundFields(capPageSize(opts.MaxPageSize))
 	if opts.ObserveOperation != nil {

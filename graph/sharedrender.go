@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"time"
 
 	"github.com/99designs/gqlgen/graphql"
 	"github.com/coder/websocket"
@@ -26,8 +27,10 @@ import (
 //     channel of the feed's own that holds nothing until step 3 puts a message in;
 //  3. per message, the wrapped response handler takes the next message from the hub and
 //     asks it (live.Stats.Memo) for the rendering for this request; only the first
-//     subscriber to ask renders, by putting the message in gqlgen's channel and letting
-//     gqlgen execute as usual, then encodes the response once;
+//     subscriber to ask renders, with renderUsageStats (statsjson.go), which writes what
+//     gqlgen's execution would, or where that declines, by putting the message in
+//     gqlgen's channel and letting gqlgen execute as usual; then it encodes the response
+//     once;
 //  4. on a graphql-transport-ws connection the handler writes the protocol message itself
 //     around those bytes and goes on to the next message; gqlgen only sees the
 //     subscription end. Elsewhere (the legacy graphql-ws protocol) it returns the shared
@@ -38,9 +41,15 @@ import (
 // resolvers, no @hasRole). A field whose value depended on the viewer would be served to
 // every subscriber of the filter: add the viewer to requestKey before adding one.
 //
-// The GraphQL operation metrics (Options.ObserveOperation) run inside gqlgen, so for
-// usageStats they count renderings, not the messages sent.
-func shareRenders(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+// The GraphQL operation metrics (Options.ObserveOperation) count renderings, not the
+// messages sent: gqlgen's response middleware counts those gqlgen makes, and record
+// those of renderUsageStats.
+type shareRenders struct {
+	record func(name, opType string, d time.Duration, failed bool) // may be nil
+}
+
+// aroundOperations is the operation middleware.
+func (s shareRenders) aroundOperations(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
 	oc := graphql.GetOperationContext(ctx)
 	if oc.Operation == nil || oc.Operation.Operation != ast.Subscription {
 		return next(ctx)
@@ -71,6 +80,12 @@ func shareRenders(ctx context.Context, next graphql.OperationHandler) graphql.Re
 				return nil
 			}
 			render := func() *graphql.Response {
+				if data, ok := renderUsageStats(oc, st); ok {
+					if s.record != nil {
+						s.record(oc.OperationName, string(ast.Subscription), time.Since(oc.Stats.OperationStart), false)
+					}
+					return &graphql.Response{Data: data}
+				}
 				select { // a rendering that ended early may have left its message unread
 				case <-f.out:
 				default:
