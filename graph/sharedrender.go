@@ -80,12 +80,6 @@ func (s shareRenders) aroundOperations(ctx context.Context, next graphql.Operati
 				return nil
 			}
 			render := func() *graphql.Response {
-				if data, ok := renderUsageStats(oc, st); ok {
-					if s.record != nil {
-						s.record(oc.OperationName, string(ast.Subscription), time.Since(oc.Stats.OperationStart), false)
-					}
-					return &graphql.Response{Data: data}
-				}
 				select { // a rendering that ended early may have left its message unread
 				case <-f.out:
 				default:
@@ -93,7 +87,15 @@ func (s shareRenders) aroundOperations(ctx context.Context, next graphql.Operati
 				f.out <- st
 				return handle(ctx)
 			}
-			r, _ := st.Memo(f.key, func() any { return newRendering(render()) }).(*rendering)
+			r, _ := st.Memo(f.key, func() any {
+				if data, ok := renderUsageStats(oc, st); ok {
+					if s.record != nil {
+						s.record(oc.OperationName, string(ast.Subscription), time.Since(oc.Stats.OperationStart), false)
+					}
+					return renderingOf(data)
+				}
+				return newRendering(render())
+			}).(*rendering)
 			switch {
 			case r == nil: // this subscriber rendered, and gqlgen produced nothing: it ended
 				return nil
@@ -130,6 +132,20 @@ func newRendering(resp *graphql.Response) any {
 		payload = nil
 	}
 	return &rendering{resp: &cp, payload: payload}
+}
+
+// renderingOf is newRendering for data renderUsageStats wrote: the payload is what
+// json.Marshal makes of a response carrying data (which is compact already, so only
+// HTML characters are escaped), built in one buffer that the response's data aliases.
+func renderingOf(data []byte) *rendering {
+	const head = `{"data":`
+	var b bytes.Buffer
+	b.Grow(len(head) + len(data) + len(data)/8 + 1)
+	b.WriteString(head)
+	json.HTMLEscape(&b, data)
+	b.WriteByte('}')
+	payload := b.Bytes()
+	return &rendering{resp: &graphql.Response{Data: payload[len(head) : len(payload)-1]}, payload: payload}
 }
 
 var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}

@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"encoding/json"
 	"math"
 	"math/rand/v2"
 	"sort"
@@ -60,6 +61,14 @@ func TestRenderUsageStatsMatchesGqlgen(t *testing.T) {
 				}
 				if string(got) != want {
 					t.Fatalf("message %d:\n got %s\nwant %s", i, got, want)
+				}
+				// The protocol payload around it, as newRendering encodes gqlgen's.
+				wantPayload, err := json.Marshal(&graphql.Response{Data: got})
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r := renderingOf(got); string(r.payload) != string(wantPayload) || !json.Valid(r.resp.Data) {
+					t.Fatalf("message %d: payload\n got %s\nwant %s", i, r.payload, wantPayload)
 				}
 			}
 		})
@@ -208,7 +217,9 @@ func randomStats(rng *rand.Rand, i int) *live.Stats {
 		}
 		return t.In(zones[rng.IntN(len(zones))])
 	}
-	tot := func() live.Totals { return live.Totals{Requests: num(), Errors: num(), InputTokens: num(), OutputTokens: num()} }
+	tot := func() live.Totals {
+		return live.Totals{Requests: num(), Errors: num(), InputTokens: num(), OutputTokens: num()}
+	}
 	st := &live.Stats{
 		Day: tot(), DayStart: tm(), Period: tot(), PeriodStart: tm(),
 		LastMinute: live.Minute{Requests: num(), P50Ms: flt(), P95Ms: flt()},
