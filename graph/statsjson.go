@@ -17,11 +17,12 @@ import (
 //
 // Why: the usageStats types are plain values (no resolvers, no directives, no
 // per-viewer fields), yet gqlgen's execution of them builds a field context, a context
-// value and a marshaler per field, and a goroutine per element of recent. Each
-// rendering allocated about 17 KiB; at 10,000 subscribers that was a third of the
-// process's allocations and much of its garbage collection, which is what delayed the
-// gateway's calls (make bench-subscriptions). This writes the same bytes from the
-// same collected fields with a few allocations.
+// value and a marshaler per field, and a goroutine per element of recent. At 10,000
+// subscribers that was a third of the process's allocations (make bench-subscriptions),
+// and the garbage collection it causes is what delays the gateway's calls most. For
+// every field and 20 recent calls, BenchmarkUsageStatsRendering measured 240–264 µs,
+// 109 KB and 2,295 allocations per rendering with gqlgen, 43–46 µs, 25 KB and 109
+// allocations with this.
 //
 // It follows what the generated code does: graphql.CollectFields (fragments, @skip and
 // @include, merged fields) per selection set, fields in that order, the first of two

@@ -120,7 +120,13 @@ type statsSubscription struct{}
 
 type statsKey struct{}
 
+// statsFeedKey carries a channel of messages to serve instead (the benchmark's).
+type statsFeedKey struct{}
+
 func (statsSubscription) UsageStats(ctx context.Context, _ model.UsageStatsFilter) (<-chan *live.Stats, error) {
+	if feed, ok := ctx.Value(statsFeedKey{}).(chan *live.Stats); ok {
+		return feed, nil
+	}
 	ch := make(chan *live.Stats, 1)
 	ch <- ctx.Value(statsKey{}).(*live.Stats)
 	return ch, nil
@@ -230,4 +236,47 @@ func randomStats(rng *rand.Rand, i int) *live.Stats {
 			OutputTokens: num(), ElapsedMS: num(), At: tm(), ErrorCode: str()})
 	}
 	return st
+}
+
+// One rendering of a dashboard's message (every field, 20 recent calls) on a running
+// subscription, with its protocol payload: by gqlgen's execution (newRendering) and by
+// renderUsageStats (renderingOf). Compare the two side by side (make bench).
+func BenchmarkUsageStatsRendering(b *testing.B) {
+	es := statsSchema()
+	query := allFieldsQuery(&testing.T{}, es)
+	st := randomStats(rand.New(rand.NewPCG(7, 8)), 20)
+	exec := executor.New(es)
+	start := func(b *testing.B, feed chan *live.Stats) (context.Context, *graphql.OperationContext) {
+		ctx := graphql.StartOperationTrace(context.WithValue(context.Background(), statsFeedKey{}, feed))
+		oc, errs := exec.CreateOperationContext(ctx, &graphql.RawParams{Query: query})
+		if errs != nil {
+			b.Fatal(errs)
+		}
+		return graphql.WithOperationContext(ctx, oc), oc
+	}
+	b.Run("gqlgen", func(b *testing.B) {
+		feed := make(chan *live.Stats, 1)
+		ctx, oc := start(b, feed)
+		handler, ctx := exec.DispatchOperation(ctx, oc)
+		b.ReportAllocs()
+		for b.Loop() {
+			feed <- st
+			resp := handler(ctx)
+			if resp == nil || len(resp.Errors) > 0 {
+				b.Fatal("gqlgen failed")
+			}
+			newRendering(resp)
+		}
+	})
+	b.Run("direct", func(b *testing.B) {
+		_, oc := start(b, nil)
+		b.ReportAllocs()
+		for b.Loop() {
+			data, ok := renderUsageStats(oc, st)
+			if !ok {
+				b.Fatal("declined")
+			}
+			renderingOf(data)
+		}
+	})
 }
