@@ -68,11 +68,11 @@ func (s shareRenders) aroundOperations(ctx context.Context, next graphql.Operati
 		for {
 			var st *live.Stats
 			select {
-			case s, ok := <-f.src:
+			case next, ok := <-f.src:
 				if !ok {
 					return nil // the hub ended the subscription
 				}
-				st = s
+				st = next
 			case <-ctx.Done():
 				return nil
 			}
@@ -145,7 +145,9 @@ func renderingOf(data []byte) *rendering {
 	json.HTMLEscape(&b, data)
 	b.WriteByte('}')
 	payload := b.Bytes()
-	return &rendering{resp: &graphql.Response{Data: payload[len(head) : len(payload)-1]}, payload: payload}
+	// Capped, so that nothing appended to the data can overwrite the payload's end.
+	data = payload[len(head) : len(payload)-1 : len(payload)-1]
+	return &rendering{resp: &graphql.Response{Data: data}, payload: payload}
 }
 
 var framePool = sync.Pool{New: func() any { return new(bytes.Buffer) }}

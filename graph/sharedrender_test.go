@@ -91,7 +91,8 @@ func TestUsageStatsSubscribersShareRenderings(t *testing.T) {
 }
 
 // newLiveHarness is a harness with a live hub on the in-process bus (50ms interval) and a
-// count of the subscription messages gqlgen rendered.
+// count of the renderings of subscription messages (by renderUsageStats or by gqlgen), as
+// the GraphQL operation metrics see them.
 func newLiveHarness(t *testing.T) (*harness, *live.Hub, *atomic.Int64) {
 	var hub *live.Hub
 	renders := new(atomic.Int64)

@@ -32,6 +32,11 @@ import (
 // value gqlgen would turn into an error such as a zero time), and the caller lets gqlgen
 // render that message; TestRenderUsageStatsMatchesGqlgen holds the two to the same bytes
 // for every field of the schema.
+//
+// Field middleware (handler.go's AroundFields) does not run for these fields. Today's
+// concerns root fields (requireViewer, which ran when the subscription started) and
+// arguments (capPageSize; these fields take none). A field middleware that must see
+// usageStats' fields needs this renderer to decline.
 func renderUsageStats(oc *graphql.OperationContext, st *live.Stats) ([]byte, bool) {
 	if oc == nil || oc.Operation == nil || st == nil {
 		return nil, false

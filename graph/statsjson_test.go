@@ -102,6 +102,12 @@ func TestRenderUsageStatsDeclinesWhatGqlgenRejects(t *testing.T) {
 	if _, ok := renderUsageStats(oc, nil); ok {
 		t.Fatal("rendered a nil message")
 	}
+	// @defer is gqlgen's to interpret, however it does for a subscription.
+	_, oc = gqlgenResponse(t, es, `subscription { usageStats(filter: {}) { resynced ... @defer { asOf } } }`, nil,
+		randomStats(rand.New(rand.NewPCG(5, 6)), 1))
+	if got, ok := renderUsageStats(oc, randomStats(rand.New(rand.NewPCG(5, 6)), 1)); ok {
+		t.Fatalf("rendered a deferred fragment: %s", got)
+	}
 }
 
 // statsSchema is the service's schema with a subscription resolver that serves the
