@@ -62,7 +62,7 @@ type statsWriter struct {
 	buf bytes.Buffer
 }
 
-// object writes one object of GraphQL type typ: the fields sel selects, each by value.
+// object writes one object of GraphQL type typ: its collected fields, each by value.
 func (w *statsWriter) object(typ string, fields []graphql.CollectedField, value func(f *graphql.CollectedField) bool) bool {
 	w.buf.WriteByte('{')
 	for i := range fields {
