@@ -71,6 +71,10 @@ type Config struct {
 	// DiscoveryRetry is how long a failed discovery is remembered before the next attempt,
 	// so a down issuer is not hammered by every request. Zero means 5 s.
 	DiscoveryRetry time.Duration
+	// JWKSRefetch is the least time between two fetches of the issuer's keys caused by
+	// tokens signed with a key the service does not hold (a rotation, or a forgery), so
+	// that forged tokens cannot make the service flood the issuer. Zero means 10 s.
+	JWKSRefetch time.Duration
 }
 
 // MembershipSource turns a freshly authenticated viewer into tenant memberships (Membership
@@ -181,9 +185,20 @@ func (a *Authenticator) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier,
 			"retry_in", a.retry, "err", err)
 		return nil, ErrUnavailable
 	}
-	// SkipClientIDCheck: go-oidc can only check one aud value; Keycloak access tokens need
-	// "azp or aud in a set", which authenticate does itself.
-	v := provider.Verifier(&oidc.Config{SkipClientIDCheck: true, SupportedSigningAlgs: supportedAlgs})
+	var meta struct {
+		JWKSURI string `json:"jwks_uri"`
+	}
+	if err := provider.Claims(&meta); err != nil || meta.JWKSURI == "" {
+		a.failedAt, a.failErr = time.Now(), errors.New("discovery document has no jwks_uri")
+		a.log.Warn("auth: OIDC discovery document has no jwks_uri; will retry", "issuer", a.cfg.IssuerURL,
+			"retry_in", a.retry)
+		return nil, ErrUnavailable
+	}
+	// Our keySet rather than go-oidc's RemoteKeySet, which asks the issuer again for every
+	// token it cannot verify (keyset.go). SkipClientIDCheck: go-oidc can only check one aud
+	// value; Keycloak access tokens need "azp or aud in a set", which verify does itself.
+	keys := newKeySet(meta.JWKSURI, a.client, supportedAlgs, a.cfg.JWKSRefetch)
+	v := oidc.NewVerifier(a.cfg.IssuerURL, keys, &oidc.Config{SkipClientIDCheck: true, SupportedSigningAlgs: supportedAlgs})
 	a.verifier.Store(v)
 	a.failErr = nil
 	a.log.Info("auth: OIDC issuer discovered", "issuer", a.cfg.IssuerURL)
