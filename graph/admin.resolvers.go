@@ -30,5 +30,5 @@ func (r *mutationResolver) AddMember(ctx context.Context, input model.AddMemberI
 
 // RemoveMember is the resolver for the removeMember field.
 func (r *mutationResolver) RemoveMember(ctx context.Context, id pulid.ID) (pulid.ID, error) {
-	return id, r.client.Membership.DeleteOneID(id).Exec(ctx)
+	return id, r.removeMember(ctx, id)
 }

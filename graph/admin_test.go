@@ -1,7 +1,10 @@
 package graph_test
 
 import (
+	"fmt"
+	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/gsvdev/agentregistry/ent/membership"
@@ -97,6 +100,67 @@ func TestTenantAndMemberManagement(t *testing.T) {
 			// Members who are not owners are not held to it.
 			if r := h.post(secondOwner, removeMember, map[string]any{"m": f.memberID(own.Tenant.ID, "own-admin")}); len(r.Errors) > 0 {
 				t.Fatalf("owner removing the tenant admin: %s", r.Raw)
+			}
+		})
+	}
+}
+
+// Two owners removing each other at the same instant: one of them stays. Without the
+// tenant's row lock both counted the other as the owner left, and both removals passed.
+func TestOwnersRemovingEachOtherKeepAnOwner(t *testing.T) {
+	for _, driver := range dbtest.Drivers(t) {
+		t.Run(driver, func(t *testing.T) {
+			h := newHarness(t, driver)
+			f := newFixtures(t, h.client)
+			const rounds = 15
+			remove := `mutation($m: ID!) { removeMember(id: $m) }`
+			raced := 0
+			for round := range rounds {
+				slug := fmt.Sprintf("duel-%d", round)
+				a := f.tenant(slug, slug+"-a", membership.RoleOwner)
+				b, err := h.client.Membership.Create().SetTenantID(a.Tenant.ID).SetSubject(slug + "-b").SetRole(membership.RoleOwner).Save(f.ctx)
+				f.check(err)
+				reqs := []*http.Request{
+					h.request(h.token(slug+"-a", auth.RoleCustomer), remove, map[string]any{"m": b.ID}),
+					h.request(h.token(slug+"-b", auth.RoleCustomer), remove, map[string]any{"m": a.Membership.ID}),
+				}
+				resps := make([]gqlResponse, len(reqs))
+				errs := make([]error, len(reqs))
+				start := make(chan struct{})
+				var wg sync.WaitGroup
+				for i, req := range reqs {
+					wg.Go(func() {
+						<-start
+						resps[i], errs[i] = h.do(req)
+					})
+				}
+				close(start)
+				wg.Wait()
+				removed, kept := 0, 0
+				for i, r := range resps {
+					switch {
+					case errs[i] != nil:
+						t.Fatalf("round %d: %v", round, errs[i])
+					case len(r.Errors) == 0:
+						removed++
+					case r.Errors[0].code() == "BAD_USER_INPUT":
+						kept++
+					case r.Errors[0].code() != "FORBIDDEN":
+						// The last owner is kept (BAD_USER_INPUT), or the loser was no longer
+						// a member when its request was authorized (FORBIDDEN).
+						t.Fatalf("round %d: refused with %s, want BAD_USER_INPUT or FORBIDDEN", round, r.Raw)
+					}
+				}
+				owners := h.client.Membership.Query().Where(membership.TenantID(a.Tenant.ID), membership.RoleEQ(membership.RoleOwner)).CountX(f.ctx)
+				if removed != 1 || owners != 1 {
+					t.Fatalf("round %d: %d removals passed, %d owners left; want 1 and 1", round, removed, owners)
+				}
+				raced += kept
+			}
+			// The rule itself, not only authorization, must have decided some rounds, or
+			// the requests never overlapped and the test proved nothing.
+			if raced == 0 {
+				t.Fatalf("in %d rounds the two removals never overlapped", rounds)
 			}
 		})
 	}

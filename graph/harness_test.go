@@ -3,6 +3,7 @@ package graph_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -186,6 +187,12 @@ func (r gqlResponse) decode(t *testing.T, v any) {
 // post sends a query as JSON with the bearer token (none when token is "").
 func (h *harness) post(token, query string, vars map[string]any) gqlResponse {
 	h.t.Helper()
+	return h.send(h.request(token, query, vars))
+}
+
+// request builds what post sends.
+func (h *harness) request(token, query string, vars map[string]any) *http.Request {
+	h.t.Helper()
 	body, err := json.Marshal(map[string]any{"query": query, "variables": vars})
 	if err != nil {
 		h.t.Fatal(err)
@@ -198,26 +205,36 @@ func (h *harness) post(token, query string, vars map[string]any) gqlResponse {
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
-	return h.send(req)
+	return req
 }
 
 func (h *harness) send(req *http.Request) gqlResponse {
 	h.t.Helper()
 	h.counter.Reset()
-	resp, err := h.srv.Client().Do(req)
+	out, err := h.do(req)
 	if err != nil {
 		h.t.Fatal(err)
+	}
+	return out
+}
+
+// do is send without the statement counter and without failing the test, for requests
+// sent from other goroutines.
+func (h *harness) do(req *http.Request) (gqlResponse, error) {
+	resp, err := h.srv.Client().Do(req)
+	if err != nil {
+		return gqlResponse{}, err
 	}
 	defer resp.Body.Close()
 	raw, err := io.ReadAll(resp.Body)
 	if err != nil {
-		h.t.Fatal(err)
+		return gqlResponse{}, err
 	}
 	out := gqlResponse{Status: resp.StatusCode, Raw: string(raw)}
 	if err := json.Unmarshal(raw, &out); err != nil {
-		h.t.Fatalf("response is not JSON (status %d): %v\n%s", resp.StatusCode, err, raw)
+		return out, fmt.Errorf("response is not JSON (status %d): %w\n%s", resp.StatusCode, err, raw)
 	}
-	return out
+	return out, nil
 }
 
 // syncBuffer is a bytes.Buffer safe for the logger's concurrent writes.

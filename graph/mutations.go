@@ -107,6 +107,23 @@ func (r *Resolver) importFlow(ctx context.Context, agentID pulid.ID, definition 
 	return &model.ImportFlowPayload{Flow: f, Report: &rep}, nil
 }
 
+// removeMember removes a membership in a transaction: removing an owner locks the
+// tenant in it, so that its last owner cannot go (ent/schema keepAnOwner).
+func (r *Resolver) removeMember(ctx context.Context, id pulid.ID) error {
+	tx, err := r.client.Tx(ctx)
+	if err != nil {
+		return fmt.Errorf("remove member: begin: %w", err)
+	}
+	if err := tx.Membership.DeleteOneID(id).Exec(ctx); err != nil {
+		_ = tx.Rollback() // the error is the delete's; a failed rollback ends the transaction too
+		return err
+	}
+	if err := tx.Commit(); err != nil {
+		return fmt.Errorf("remove member: commit: %w", err)
+	}
+	return nil
+}
+
 // addMember adds a person to a tenant by subject or email; the policy decides who may
 // (platform admins, the tenant's owners and admins).
 func (r *Resolver) addMember(ctx context.Context, in model.AddMemberInput) (*ent.Membership, error) {

@@ -7,6 +7,8 @@ import (
 
 	"entgo.io/contrib/entgql"
 	"entgo.io/ent"
+	"entgo.io/ent/dialect"
+	"entgo.io/ent/dialect/sql"
 	"entgo.io/ent/schema"
 	"entgo.io/ent/schema/edge"
 	"entgo.io/ent/schema/field"
@@ -17,6 +19,7 @@ import (
 	"github.com/gsvdev/agentregistry/ent/membership"
 	"github.com/gsvdev/agentregistry/ent/privacy"
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/ent/tenant"
 	"github.com/gsvdev/agentregistry/internal/apperr"
 	"github.com/gsvdev/agentregistry/internal/auth"
 )
@@ -70,9 +73,9 @@ func (Membership) Hooks() []ent.Hook { return []ent.Hook{keepAnOwner()} }
 
 // keepAnOwner refuses to remove a tenant's last owner: nobody but a platform admin could
 // then manage its members, keys or subscriptions. The service itself (the system
-// context) is not held to it. Two owners removing each other at the same instant can
-// both succeed; the rule guards the usual mistake, an owner removing itself or the
-// other owner when only one is left.
+// context) is not held to it. Removing an owner must run in a transaction, in which the
+// tenant's row is locked before its owners are counted: two owners removing each other
+// at the same instant would otherwise both see the other one stay, and both succeed.
 func keepAnOwner() ent.Hook {
 	return hook.On(func(next ent.Mutator) ent.Mutator {
 		return hook.MembershipFunc(func(ctx context.Context, m *gen.MembershipMutation) (ent.Value, error) {
@@ -93,14 +96,20 @@ func keepAnOwner() ent.Hook {
 				return nil, fmt.Errorf("membership: owners being removed: %w", err)
 			}
 			v := auth.FromContext(ctx)
+			var held []pulid.ID
 			for _, t := range tenants {
-				if !v.IsAdmin() && v.RoleIn(pulid.ID(t)) != auth.TenantOwner {
-					// Only owners and platform admins may remove an owner (tenantManager):
-					// the delete finds nothing, and saying more would tell a stranger
-					// who the tenant's owners are. Those who may are told.
-					continue
+				// Only owners and platform admins may remove an owner (tenantManager): for
+				// anyone else the delete finds nothing, and saying more would tell a
+				// stranger who the tenant's owners are. Those who may are told.
+				if v.IsAdmin() || v.RoleIn(pulid.ID(t)) == auth.TenantOwner {
+					held = append(held, pulid.ID(t))
 				}
-				left, err := client.Query().Where(membership.TenantID(pulid.ID(t)), membership.RoleEQ(membership.RoleOwner),
+			}
+			if err := lockTenants(sys, m, held); err != nil {
+				return nil, err
+			}
+			for _, t := range held {
+				left, err := client.Query().Where(membership.TenantID(t), membership.RoleEQ(membership.RoleOwner),
 					membership.IDNotIn(ids...)).Count(sys)
 				if err != nil {
 					return nil, fmt.Errorf("membership: owners left: %w", err)
@@ -112,4 +121,27 @@ func keepAnOwner() ent.Hook {
 			return next.Mutate(ctx, m)
 		})
 	}, ent.OpDelete|ent.OpDeleteOne)
+}
+
+// lockTenants locks the tenants' rows until m's transaction ends, so that whoever removes
+// an owner of one of them next counts its owners after this removal is committed.
+func lockTenants(ctx context.Context, m *gen.MembershipMutation, ids []pulid.ID) error {
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := m.Tx(); err != nil {
+		return errors.New("membership: removing an owner must run in a transaction")
+	}
+	_, err := m.Client().Tenant.Query().Where(tenant.IDIn(ids...)).Order(tenant.ByID()).
+		Select(tenant.FieldID).Modify(func(s *sql.Selector) {
+		// SQLite has no row locks; its transactions start immediate (database.Open),
+		// holding the database's write lock, which serialises them as well.
+		if s.Dialect() != dialect.SQLite {
+			s.ForUpdate()
+		}
+	}).Strings(ctx)
+	if err != nil {
+		return fmt.Errorf("membership: locking tenants: %w", err)
+	}
+	return nil
 }
