@@ -73,7 +73,8 @@ type Config struct {
 	DiscoveryRetry time.Duration
 	// JWKSRefetch is the least time between two fetches of the issuer's keys caused by
 	// tokens signed with a key the service does not hold (a rotation, or a forgery), so
-	// that forged tokens cannot make the service flood the issuer. Zero means 10 s.
+	// that forged tokens cannot make the service flood the issuer. Zero means 10 s. A failed
+	// fetch is retried after DiscoveryRetry instead.
 	JWKSRefetch time.Duration
 }
 
@@ -95,7 +96,7 @@ type Authenticator struct {
 	retry   time.Duration
 	roleMap map[string]Role // Keycloak role name -> canonical role
 
-	verifier atomic.Pointer[oidc.IDTokenVerifier] // set once discovery succeeded
+	issuer atomic.Pointer[issuer] // set once discovery succeeded
 	// sem serialises discovery attempts (a one-slot semaphore rather than a mutex so a waiting
 	// request can give up when its own context ends). failedAt/failErr are guarded by it.
 	sem      chan struct{}
@@ -156,10 +157,16 @@ func buildRoleMap(names map[Role]string) map[string]Role {
 	return m
 }
 
-// getVerifier returns the verifier, discovering the issuer if needed. A failure is cached for
-// the retry interval and reported as ErrUnavailable.
-func (a *Authenticator) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier, error) {
-	if v := a.verifier.Load(); v != nil {
+// issuer is what discovery found: the verifier and the signing keys it checks with.
+type issuer struct {
+	verifier *oidc.IDTokenVerifier
+	keys     *keySet
+}
+
+// getIssuer returns the issuer, discovering it if needed. A failure is cached for the retry
+// interval and reported as ErrUnavailable.
+func (a *Authenticator) getIssuer(ctx context.Context) (*issuer, error) {
+	if v := a.issuer.Load(); v != nil {
 		return v, nil
 	}
 	select {
@@ -168,7 +175,7 @@ func (a *Authenticator) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier,
 	case <-ctx.Done():
 		return nil, ErrUnavailable
 	}
-	if v := a.verifier.Load(); v != nil { // someone else discovered while we waited
+	if v := a.issuer.Load(); v != nil { // someone else discovered while we waited
 		return v, nil
 	}
 	if a.failErr != nil && time.Since(a.failedAt) < a.retry {
@@ -197,9 +204,12 @@ func (a *Authenticator) getVerifier(ctx context.Context) (*oidc.IDTokenVerifier,
 	// Our keySet rather than go-oidc's RemoteKeySet, which asks the issuer again for every
 	// token it cannot verify (keyset.go). SkipClientIDCheck: go-oidc can only check one aud
 	// value; Keycloak access tokens need "azp or aud in a set", which verify does itself.
-	keys := newKeySet(meta.JWKSURI, a.client, supportedAlgs, a.cfg.JWKSRefetch)
-	v := oidc.NewVerifier(a.cfg.IssuerURL, keys, &oidc.Config{SkipClientIDCheck: true, SupportedSigningAlgs: supportedAlgs})
-	a.verifier.Store(v)
+	keys := newKeySet(meta.JWKSURI, a.client, supportedAlgs, a.cfg.JWKSRefetch, a.retry, a.log)
+	v := &issuer{
+		verifier: oidc.NewVerifier(a.cfg.IssuerURL, keys, &oidc.Config{SkipClientIDCheck: true, SupportedSigningAlgs: supportedAlgs}),
+		keys:     keys,
+	}
+	a.issuer.Store(v)
 	a.failErr = nil
 	a.log.Info("auth: OIDC issuer discovered", "issuer", a.cfg.IssuerURL)
 	return v, nil
@@ -229,11 +239,15 @@ type roleList struct {
 // ErrUnauthenticated; an issuer or membership source that cannot be reached yields
 // ErrUnavailable. Neither error carries detail; the reason is logged at debug level.
 func (a *Authenticator) Authenticate(ctx context.Context, rawToken string) (*Viewer, error) {
-	verifier, err := a.getVerifier(ctx)
+	iss, err := a.getIssuer(ctx)
 	if err != nil {
 		return nil, err
 	}
-	v, reason := a.verify(ctx, verifier, rawToken)
+	// Without any key no token can be checked: the issuer's outage, not the caller's fault.
+	if err := iss.keys.ready(ctx); err != nil {
+		return nil, ErrUnavailable
+	}
+	v, reason := a.verify(ctx, iss.verifier, rawToken)
 	if reason != nil {
 		// Never log the token: it is a bearer credential and may still be valid elsewhere.
 		a.log.Debug("auth: token rejected", "reason", reason.Error())

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"sync/atomic"
 	"time"
@@ -24,6 +25,9 @@ const maxJWKSBytes = 1 << 20
 // last fetch is younger than the refetch interval.
 var errKeyRefetchTooSoon = errors.New("token's key is not in the JWKS, which was fetched too recently to fetch again")
 
+// errJWKSDown is the answer while a failed fetch is younger than the retry interval.
+var errJWKSDown = errors.New("the issuer's JWKS could not be fetched; retrying later")
+
 // keySet is the issuer's signing keys (an oidc.KeySet): fetched from jwks_uri on first use
 // and again when a token is signed with a key it does not hold (Keycloak rotated its realm
 // key), but never twice within the refetch interval.
@@ -32,23 +36,27 @@ var errKeyRefetchTooSoon = errors.New("token's key is not in the JWKS, which was
 // verify, a forged signature under a real kid included, so every forged token sent to the
 // portal became a request to Keycloak. Here a token whose kid names a held key is decided
 // by that key alone, and the other misses share one fetch per interval: a new key is
-// picked up at once unless a fetch happened in the last interval (then its tokens fail
-// until the interval is over, which a client retries through).
+// picked up at once unless a fetch happened in the last interval, and then its tokens are
+// refused until the interval is over. A failed fetch is retried sooner (the discovery
+// retry interval), and until one succeeds the Authenticator reports the issuer
+// unavailable rather than every token invalid.
 type keySet struct {
 	uri     string
 	client  *http.Client
 	algs    []jose.SignatureAlgorithm
-	refetch time.Duration
-	now     func() time.Time
+	refetch time.Duration // after a successful fetch
+	retry   time.Duration // after a failed one
+	log     *slog.Logger
 
 	keys atomic.Pointer[jose.JSONWebKeySet] // nil until the first successful fetch
 	// fetching serialises fetches (a one-slot semaphore, so a waiting request can give up
-	// when its own context ends); lastFetch is guarded by it.
-	fetching  chan struct{}
-	lastFetch time.Time // the last attempt, failed ones too: a failing JWKS is not hammered either
+	// when its own context ends); lastFetch and lastFailed are guarded by it.
+	fetching   chan struct{}
+	lastFetch  time.Time
+	lastFailed bool
 }
 
-func newKeySet(uri string, client *http.Client, algs []string, refetch time.Duration) *keySet {
+func newKeySet(uri string, client *http.Client, algs []string, refetch, retry time.Duration, log *slog.Logger) *keySet {
 	if refetch <= 0 {
 		refetch = defaultJWKSRefetch
 	}
@@ -56,7 +64,18 @@ func newKeySet(uri string, client *http.Client, algs []string, refetch time.Dura
 	for i, a := range algs {
 		ja[i] = jose.SignatureAlgorithm(a)
 	}
-	return &keySet{uri: uri, client: client, algs: ja, refetch: refetch, now: time.Now, fetching: make(chan struct{}, 1)}
+	return &keySet{uri: uri, client: client, algs: ja, refetch: refetch, retry: min(retry, refetch), log: log,
+		fetching: make(chan struct{}, 1)}
+}
+
+// ready makes sure keys are held, fetching them if none are. It fails only when none can
+// be had: then no token can be checked, which is the issuer's outage, not the callers'.
+func (k *keySet) ready(ctx context.Context) error {
+	if k.keys.Load() != nil {
+		return nil
+	}
+	_, err := k.fetchAfter(ctx, nil)
+	return err
 }
 
 // VerifySignature implements oidc.KeySet: it returns the payload of a JWS that one of the
@@ -112,7 +131,8 @@ func verifyWith(set *jose.JSONWebKeySet, jws *jose.JSONWebSignature, kid string)
 }
 
 // fetchAfter returns the keys fetched after held was (concurrent misses share one fetch),
-// fetching them unless the last fetch is younger than the refetch interval.
+// fetching them unless the last fetch is younger than the refetch interval, or after a
+// failed fetch, the retry interval.
 func (k *keySet) fetchAfter(ctx context.Context, held *jose.JSONWebKeySet) (*jose.JSONWebKeySet, error) {
 	select {
 	case k.fetching <- struct{}{}:
@@ -123,16 +143,21 @@ func (k *keySet) fetchAfter(ctx context.Context, held *jose.JSONWebKeySet) (*jos
 	if cur := k.keys.Load(); cur != held {
 		return cur, nil // fetched while this request waited
 	}
-	if !k.lastFetch.IsZero() && k.now().Sub(k.lastFetch) < k.refetch {
-		return nil, errKeyRefetchTooSoon
+	wait, tooSoon := k.refetch, errKeyRefetchTooSoon
+	if k.lastFailed {
+		wait, tooSoon = k.retry, errJWKSDown
 	}
-	k.lastFetch = k.now()
+	if !k.lastFetch.IsZero() && time.Since(k.lastFetch) < wait {
+		return nil, tooSoon
+	}
 	// The fetch outlives the request that caused it, as discovery does: a client hanging
 	// up must not leave every other request without keys until the interval is over.
 	fctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), discoveryTimeout)
 	defer cancel()
 	set, err := k.fetch(fctx)
+	k.lastFetch, k.lastFailed = time.Now(), err != nil
 	if err != nil {
+		k.log.Warn("auth: fetching the issuer's JWKS failed; will retry", "jwks_uri", k.uri, "retry_in", k.retry, "err", err)
 		return nil, err
 	}
 	k.keys.Store(set)
@@ -160,9 +185,22 @@ func (k *keySet) fetch(ctx context.Context) (*jose.JSONWebKeySet, error) {
 	if len(body) > maxJWKSBytes {
 		return nil, fmt.Errorf("jwks larger than %d bytes", maxJWKSBytes)
 	}
-	var set jose.JSONWebKeySet
-	if err := json.Unmarshal(body, &set); err != nil {
+	// Key by key: a key this service cannot use (an EdDSA or secp256k1 key, say) is
+	// skipped, as go-oidc does, instead of failing the whole set and every token with it.
+	var doc struct {
+		Keys []json.RawMessage `json:"keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
 		return nil, fmt.Errorf("decoding jwks: %w", err)
 	}
-	return &set, nil
+	set := &jose.JSONWebKeySet{}
+	for _, raw := range doc.Keys {
+		var key jose.JSONWebKey
+		if err := key.UnmarshalJSON(raw); err != nil {
+			k.log.Debug("auth: skipping a JWKS key this service cannot use", "err", err)
+			continue
+		}
+		set.Keys = append(set.Keys, key)
+	}
+	return set, nil
 }

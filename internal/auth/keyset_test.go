@@ -6,6 +6,9 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
@@ -14,6 +17,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/go-jose/go-jose/v4"
 
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/auth/authtest"
@@ -26,6 +31,8 @@ type rotatingIssuer struct {
 	url     string
 	current atomic.Pointer[devissuer.Issuer]
 	fetches atomic.Int64
+	// jwks, when set, answers the JWKS requests instead of the current issuer.
+	jwks atomic.Pointer[func(http.ResponseWriter)]
 }
 
 func newRotatingIssuer(t *testing.T) *rotatingIssuer {
@@ -36,6 +43,10 @@ func newRotatingIssuer(t *testing.T) *rotatingIssuer {
 	srv.Config.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasSuffix(r.URL.Path, devissuer.JWKSPath) {
 			ri.fetches.Add(1)
+			if answer := ri.jwks.Load(); answer != nil {
+				(*answer)(w)
+				return
+			}
 		}
 		ri.current.Load().Handler().ServeHTTP(w, r)
 	})
@@ -61,10 +72,11 @@ func (ri *rotatingIssuer) rotate(t *testing.T) *devissuer.Issuer {
 
 func (ri *rotatingIssuer) authenticator(refetch time.Duration) *auth.Authenticator {
 	return auth.NewAuthenticator(auth.Config{
-		IssuerURL:   ri.url,
-		ClientIDs:   []string{authtest.APIClient, authtest.WebClient},
-		RoleClient:  authtest.APIClient,
-		JWKSRefetch: refetch,
+		IssuerURL:      ri.url,
+		ClientIDs:      []string{authtest.APIClient, authtest.WebClient},
+		RoleClient:     authtest.APIClient,
+		JWKSRefetch:    refetch,
+		DiscoveryRetry: 50 * time.Millisecond,
 	}, nil, nil)
 }
 
@@ -152,42 +164,91 @@ func TestForgedTokensDoNotFloodTheIssuer(t *testing.T) {
 }
 
 // A rotated realm key is picked up: a token under the new kid makes the service fetch the
-// JWKS again, at once if the last fetch is older than the interval, else once it is.
+// JWKS again, at once if the last fetch is older than the refetch interval, else not.
 func TestRotatedKeyIsPickedUp(t *testing.T) {
-	ri := newRotatingIssuer(t)
-	const refetch = 300 * time.Millisecond
-	a := ri.authenticator(refetch)
 	ctx := context.Background()
-	if _, err := a.Authenticate(ctx, mint(t, ri.current.Load())); err != nil {
-		t.Fatalf("genuine token rejected: %v", err)
-	}
-
-	// Rotated right after a fetch: the new key's tokens wait out the interval.
-	fetchedAt := time.Now()
-	rotated := ri.rotate(t)
-	tok := mint(t, rotated)
-	v, err := a.Authenticate(ctx, tok)
-	if time.Since(fetchedAt) < refetch {
+	t.Run("within the interval", func(t *testing.T) {
+		ri := newRotatingIssuer(t)
+		a := ri.authenticator(time.Hour)
+		if _, err := a.Authenticate(ctx, mint(t, ri.current.Load())); err != nil {
+			t.Fatalf("genuine token rejected: %v", err)
+		}
+		v, err := a.Authenticate(ctx, mint(t, ri.rotate(t)))
 		assertRejected(t, v, err)
 		if n := ri.fetches.Load(); n != 1 {
 			t.Fatalf("a token under a new kid fetched the JWKS within the interval (%d fetches)", n)
 		}
-	}
-	time.Sleep(time.Until(fetchedAt.Add(refetch)))
-	if _, err := a.Authenticate(ctx, tok); err != nil {
-		t.Fatalf("token under the rotated key rejected after the interval: %v", err)
-	}
-	if n := ri.fetches.Load(); n != 2 {
-		t.Fatalf("JWKS fetched %d times, want 2", n)
-	}
+	})
+	t.Run("after the interval", func(t *testing.T) {
+		ri := newRotatingIssuer(t)
+		const refetch = 200 * time.Millisecond
+		a := ri.authenticator(refetch)
+		old := ri.current.Load()
+		if _, err := a.Authenticate(ctx, mint(t, old)); err != nil {
+			t.Fatalf("genuine token rejected: %v", err)
+		}
+		time.Sleep(refetch)
+		if _, err := a.Authenticate(ctx, mint(t, ri.rotate(t))); err != nil {
+			t.Fatalf("first token under the rotated key rejected: %v", err)
+		}
+		if n := ri.fetches.Load(); n != 2 {
+			t.Fatalf("JWKS fetched %d times, want 2", n)
+		}
+		// The key rotated away is gone from the JWKS, so its tokens now fail.
+		v, err := a.Authenticate(ctx, mint(t, old))
+		assertRejected(t, v, err)
+	})
+}
 
-	// Long after the last fetch, a rotation is picked up by its first token.
-	time.Sleep(refetch)
-	again := ri.rotate(t)
-	if _, err := a.Authenticate(ctx, mint(t, again)); err != nil {
-		t.Fatalf("first token under a key rotated after the interval rejected: %v", err)
+// While the JWKS cannot be had, tokens are not judged invalid: the issuer is unavailable
+// (503, not 401), the fetch is retried after the short discovery retry interval, not
+// hammered meanwhile, and the first success lets the same token in.
+func TestJWKSOutageIsUnavailable(t *testing.T) {
+	ri := newRotatingIssuer(t)
+	down := func(w http.ResponseWriter) { http.Error(w, "down", http.StatusServiceUnavailable) }
+	ri.jwks.Store(&down)
+	a := ri.authenticator(time.Hour)
+	ctx := context.Background()
+	tok := mint(t, ri.current.Load())
+	for range 5 {
+		if v, err := a.Authenticate(ctx, tok); !errors.Is(err, auth.ErrUnavailable) || v != nil {
+			t.Fatalf("JWKS down: viewer %v, err %v; want ErrUnavailable", v, err)
+		}
 	}
-	// The key rotated away is gone from the JWKS, so its tokens now fail.
-	v, err = a.Authenticate(ctx, tok)
+	if n := ri.fetches.Load(); n != 1 {
+		t.Fatalf("JWKS fetched %d times in the retry interval, want 1", n)
+	}
+	ri.jwks.Store(nil)
+	time.Sleep(60 * time.Millisecond) // the test issuer's retry interval is 50 ms
+	if _, err := a.Authenticate(ctx, tok); err != nil {
+		t.Fatalf("token rejected once the JWKS is back: %v", err)
+	}
+}
+
+// A JWKS also holding keys this service cannot use (Keycloak can publish EdDSA keys, and
+// encryption keys) still verifies tokens of the keys it can; a key published for
+// encryption does not verify tokens.
+func TestJWKSKeysThatCannotBeUsedAreSkipped(t *testing.T) {
+	ri := newRotatingIssuer(t)
+	iss := ri.current.Load()
+	encKey, err := rsa.GenerateKey(rand.Reader, 2048)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ed448 := map[string]any{"kty": "OKP", "crv": "Ed448", "kid": "ed448", "x": base64.RawURLEncoding.EncodeToString(make([]byte, 57))}
+	enc := jose.JSONWebKey{Key: &encKey.PublicKey, KeyID: "enc-key", Algorithm: "RSA-OAEP", Use: "enc"}
+	sig := jose.JSONWebKey{Key: iss.PublicKey(), KeyID: iss.KeyID(), Algorithm: "RS256", Use: "sig"}
+	body, err := json.Marshal(map[string]any{"keys": []any{ed448, enc, sig}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	answer := func(w http.ResponseWriter) { w.Header().Set("Content-Type", "application/json"); _, _ = w.Write(body) }
+	ri.jwks.Store(&answer)
+	a := ri.authenticator(time.Hour)
+	ctx := context.Background()
+	if _, err := a.Authenticate(ctx, mint(t, iss)); err != nil {
+		t.Fatalf("token of the signing key rejected beside keys that cannot be used: %v", err)
+	}
+	v, err := a.Authenticate(ctx, signedBy(t, ri.url, "enc-key", encKey))
 	assertRejected(t, v, err)
 }
