@@ -13,6 +13,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/apikey/keys"
 	"github.com/gsvdev/agentregistry/internal/apperr"
 	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/database"
 	"github.com/gsvdev/agentregistry/internal/langflow/flowcheck"
 )
 
@@ -110,18 +111,9 @@ func (r *Resolver) importFlow(ctx context.Context, agentID pulid.ID, definition 
 // removeMember removes a membership in a transaction: removing an owner locks the
 // tenant in it, so that its last owner cannot go (ent/schema keepAnOwner).
 func (r *Resolver) removeMember(ctx context.Context, id pulid.ID) error {
-	tx, err := r.client.Tx(ctx)
-	if err != nil {
-		return fmt.Errorf("remove member: begin: %w", err)
-	}
-	if err := tx.Membership.DeleteOneID(id).Exec(ctx); err != nil {
-		_ = tx.Rollback() // the error is the delete's; a failed rollback ends the transaction too
-		return err
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("remove member: commit: %w", err)
-	}
-	return nil
+	return database.WithTx(ctx, r.client, func(tx *ent.Tx) error {
+		return tx.Membership.DeleteOneID(id).Exec(ctx)
+	})
 }
 
 // addMember adds a person to a tenant by subject or email; the policy decides who may

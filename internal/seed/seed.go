@@ -22,6 +22,7 @@ import (
 	"github.com/gsvdev/agentregistry/internal/apikey"
 	"github.com/gsvdev/agentregistry/internal/apikey/keys"
 	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/database"
 )
 
 // demoFlow is a two-node chat flow written for the seed (the fixtures' exports carry
@@ -171,16 +172,8 @@ func find(ctx context.Context, client *ent.Client) (Result, error) {
 }
 
 func withTx(ctx context.Context, client *ent.Client, fn func(*ent.Tx) error) error {
-	tx, err := client.Tx(ctx)
-	if err != nil {
-		return fmt.Errorf("seed: begin: %w", err)
-	}
-	if err := fn(tx); err != nil {
-		_ = tx.Rollback()
+	if err := database.WithTx(ctx, client, fn); err != nil {
 		return fmt.Errorf("seed: %w", err)
-	}
-	if err := tx.Commit(); err != nil {
-		return fmt.Errorf("seed: commit: %w", err)
 	}
 	return nil
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/gsvdev/agentregistry/ent/subscription"
 	"github.com/gsvdev/agentregistry/internal/apperr"
 	"github.com/gsvdev/agentregistry/internal/auth"
+	"github.com/gsvdev/agentregistry/internal/database"
 )
 
 // Service manages subscriptions and their configs.
@@ -53,22 +54,21 @@ func (s *Service) Create(ctx context.Context, p CreateParams) (*ent.Subscription
 	}
 	now := s.now().UTC()
 	start := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-	tx, err := s.client.Tx(ctx)
+	var sub *ent.Subscription
+	err = database.WithTx(ctx, s.client, func(tx *ent.Tx) error {
+		var err error
+		sub, err = tx.Subscription.Create().SetTenantID(p.TenantID).SetNillableProjectID(p.ProjectID).
+			SetAgentID(ag.ID).SetPlanID(pl.ID).SetStatus(subscription.StatusActive).SetSource(p.Source).
+			SetCurrentPeriodStart(start).SetCurrentPeriodEnd(start.AddDate(0, 1, 0)).Save(ctx)
+		if err != nil {
+			return err
+		}
+		_, err = tx.AgentConfig.Create().SetTenantID(p.TenantID).SetSubscriptionID(sub.ID).
+			SetDisplayName(truncate(ag.Name, 100)).Save(ctx)
+		return err
+	})
 	if err != nil {
-		return nil, fmt.Errorf("subscriptions: begin: %w", err)
-	}
-	sub, err := tx.Subscription.Create().SetTenantID(p.TenantID).SetNillableProjectID(p.ProjectID).
-		SetAgentID(ag.ID).SetPlanID(pl.ID).SetStatus(subscription.StatusActive).SetSource(p.Source).
-		SetCurrentPeriodStart(start).SetCurrentPeriodEnd(start.AddDate(0, 1, 0)).Save(ctx)
-	if err != nil {
-		return nil, rollback(tx, err)
-	}
-	if _, err := tx.AgentConfig.Create().SetTenantID(p.TenantID).SetSubscriptionID(sub.ID).
-		SetDisplayName(truncate(ag.Name, 100)).Save(ctx); err != nil {
-		return nil, rollback(tx, err)
-	}
-	if err := tx.Commit(); err != nil {
-		return nil, fmt.Errorf("subscriptions: commit: %w", err)
+		return nil, err
 	}
 	return sub.Unwrap(), nil
 }
@@ -105,13 +105,6 @@ func (s *Service) UpdateConfig(ctx context.Context, id pulid.ID, in ent.UpdateAg
 		}
 	}
 	return cfg.Update().SetInput(in).Save(ctx)
-}
-
-func rollback(tx *ent.Tx, err error) error {
-	if rerr := tx.Rollback(); rerr != nil {
-		return fmt.Errorf("%w (rollback: %v)", err, rerr)
-	}
-	return err
 }
 
 func truncate(s string, n int) string {

@@ -137,23 +137,15 @@ func (s *store) close() error {
 
 // writeSQLite is write's transaction on SQLite.
 func writeSQLite(ctx context.Context, client *ent.Client, events []Event) (inserted []Event, err error) {
-	tx, err := client.Tx(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("usage: begin: %w", err)
-	}
-	defer func() {
-		if err != nil {
-			_ = tx.Rollback()
+	err = database.WithTx(ctx, client, func(tx *ent.Tx) error {
+		var err error
+		if inserted, err = insertRecords(ctx, tx, events); err != nil {
+			return err
 		}
-	}()
-	if inserted, err = insertRecords(ctx, tx, events); err != nil {
-		return nil, err
-	}
-	if err = upsertDailies(ctx, tx, rollup(inserted)); err != nil {
-		return nil, err
-	}
-	if err = tx.Commit(); err != nil {
-		return nil, fmt.Errorf("usage: commit: %w", err)
+		return upsertDailies(ctx, tx, rollup(inserted))
+	})
+	if err != nil {
+		return nil, fmt.Errorf("usage: %w", err)
 	}
 	return inserted, nil
 }
