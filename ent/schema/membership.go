@@ -124,7 +124,16 @@ func keepAnOwner() ent.Hook {
 }
 
 // lockTenants locks the tenants' rows until m's transaction ends, so that whoever removes
-// an owner of one of them next counts its owners after this removal is committed.
+// an owner of one of them next counts its owners after this removal is committed. That
+// needs PostgreSQL's default READ COMMITTED isolation, where each statement sees what was
+// committed before it: under REPEATABLE READ the count would still see the snapshot taken
+// before the lock.
+//
+// FOR NO KEY UPDATE, not FOR UPDATE: two removals still exclude each other, but inserts
+// that reference the tenant (they take FOR KEY SHARE) are not held up by a removal.
+//
+// Outside a transaction the lock would be released at once, so that is refused: a
+// programming error (removeMember runs in one), which the client sees as INTERNAL.
 func lockTenants(ctx context.Context, m *gen.MembershipMutation, ids []pulid.ID) error {
 	if len(ids) == 0 {
 		return nil
@@ -137,7 +146,7 @@ func lockTenants(ctx context.Context, m *gen.MembershipMutation, ids []pulid.ID)
 		// SQLite has no row locks; its transactions start immediate (database.Open),
 		// holding the database's write lock, which serialises them as well.
 		if s.Dialect() != dialect.SQLite {
-			s.ForUpdate()
+			s.For(sql.LockNoKeyUpdate)
 		}
 	}).Strings(ctx)
 	if err != nil {
