@@ -1,7 +1,10 @@
 package graph_test
 
 import (
+	"bytes"
+	"encoding/json"
 	"fmt"
+	"net/http"
 	"strings"
 	"testing"
 
@@ -43,6 +46,28 @@ func TestNullSkipIncludeConditionIsBadInput(t *testing.T) {
 				t.Fatalf("message %q does not say what is wrong", r.Errors[0].Message)
 			}
 		})
+	}
+}
+
+// Only the operation being run is checked: a fragment that only another operation of the
+// document uses may name a variable this one does not have.
+func TestNullConditionOfAnotherOperationIsIgnored(t *testing.T) {
+	h := newHarness(t, dbtest.Drivers(t)[0])
+	doc := `query A($v: Boolean = true) { viewer @include(if: $v) { subject } }
+		query B($w: Boolean = true) { viewer { ...F } }
+		fragment F on Viewer { subject @include(if: $w) }`
+	body, err := json.Marshal(map[string]any{"query": doc, "operationName": "A", "variables": map[string]any{"v": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	req, err := http.NewRequest(http.MethodPost, h.srv.URL, bytes.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+h.token("conditions", auth.RoleCustomer))
+	if r := h.send(req); len(r.Errors) > 0 || !r.hasData() {
+		t.Fatalf("operation A: %s", r.Raw)
 	}
 }
 
