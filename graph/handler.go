@@ -87,6 +87,7 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	}
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
 	srv.Use(nullConditions{}) // before anything that collects fields
+	srv.Use(expansionLimit{}) // before the walks whose cost it bounds
 	srv.Use(extension.FixedComplexityLimit(opts.MaxComplexity))
 	srv.Use(depthLimit{max: opts.MaxDepth})
 	srv.SetErrorPresenter(presentError(opts.Logger))

@@ -11,6 +11,68 @@ import (
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 )
 
+// maxExpandedFields bounds the fields an operation may name once its fragment spreads are
+// replaced by their fragments. gqlgen's complexity limit and selectionDepth walk the
+// expanded operation, and a fragment that spreads another twice doubles it: 40 such
+// fragments, a 2 KB request, were 2^40 steps of CPU. Within this bound (far above any
+// real query, and above what the complexity limit lets through) those walks stay cheap.
+const maxExpandedFields = 20_000
+
+// expansionLimit refuses an operation that expands to more than maxExpandedFields
+// fields, counting in time linear in the document: each fragment is counted once.
+type expansionLimit struct{}
+
+var _ interface {
+	graphql.HandlerExtension
+	graphql.OperationContextMutator
+} = expansionLimit{}
+
+func (expansionLimit) ExtensionName() string                   { return "ExpansionLimit" }
+func (expansionLimit) Validate(graphql.ExecutableSchema) error { return nil }
+
+func (expansionLimit) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+	if oc.Operation == nil {
+		return nil
+	}
+	if expandedFields(oc.Operation.SelectionSet, oc.Doc.Fragments, map[string]int{}, maxExpandedFields) > maxExpandedFields {
+		err := gqlerror.Errorf("operation expands to more than %d fields once its fragments are spread", maxExpandedFields)
+		err.Extensions = map[string]any{"code": "COMPLEXITY_LIMIT_EXCEEDED"}
+		return err
+	}
+	return nil
+}
+
+// expandedFields counts the fields of set with its fragment spreads replaced by their
+// fragments, up to limit+1 (a count above limit is reported as limit+1). memo holds each
+// fragment's count, so every fragment is counted once however often it is spread.
+func expandedFields(set ast.SelectionSet, frags ast.FragmentDefinitionList, memo map[string]int, limit int) int {
+	n := 0
+	for _, sel := range set {
+		switch s := sel.(type) {
+		case *ast.Field:
+			n += 1 + expandedFields(s.SelectionSet, frags, memo, limit)
+		case *ast.InlineFragment:
+			n += expandedFields(s.SelectionSet, frags, memo, limit)
+		case *ast.FragmentSpread:
+			c, ok := memo[s.Name]
+			if !ok {
+				// Cycles are invalid GraphQL and rejected by validation first; counting
+				// one as too many guards anyway.
+				memo[s.Name] = limit + 1
+				if f := frags.ForName(s.Name); f != nil {
+					c = expandedFields(f.SelectionSet, frags, memo, limit)
+				}
+				memo[s.Name] = c
+			}
+			n += c
+		}
+		if n > limit {
+			return limit + 1
+		}
+	}
+	return n
+}
+
 // depthLimit rejects operations nested deeper than max before any resolver runs.
 // gqlgen limits complexity but not depth; a deep query through cyclic edges (agent ->
 // subscriptions -> agent -> ...) is cheap to write and expensive to run.

@@ -28,6 +28,17 @@ func deepQuery(depth int) string {
 
 // nest returns subscriptions { agent { subscriptions { ... leaf { id } } } }, levels deep
 // counting the leaf and its id.
+// doubling is an operation whose fragment Fi spreads F(i-1) twice, down to F0 { subject }:
+// 2^levels fields once every spread is replaced by its fragment.
+func doubling(levels int) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "{ viewer { ...F%d } }\nfragment F0 on Viewer { subject }\n", levels)
+	for i := 1; i <= levels; i++ {
+		fmt.Fprintf(&b, "fragment F%d on Viewer { ...F%d ...F%d }\n", i, i-1, i-1)
+	}
+	return b.String()
+}
+
 func nest(levels int, leaf string) string {
 	var fields []string
 	for i := 0; len(fields) < levels-2; i++ {
@@ -84,6 +95,9 @@ func TestLimits(t *testing.T) {
 				{"depth through inline fragments", `{ node(id: "` + string(sold.Agent.ID) + `") { ... on Agent { ` + nest(maxDepth, "plans") + ` } } }`, "DEPTH_LIMIT_EXCEEDED"},
 				{"complexity", aliases(600, `agents(first: 1) { edges { node { id } } }`), "COMPLEXITY_LIMIT_EXCEEDED"},
 				{"complexity of cheap fields", aliases(maxComplexity+1, `viewer { subject }`), "COMPLEXITY_LIMIT_EXCEEDED"},
+				// 2^40 fields once spread: refused by counting each fragment once, before
+				// the complexity and depth walks, which would take hours on it.
+				{"fragments each spreading the next twice", doubling(40), "COMPLEXITY_LIMIT_EXCEEDED"},
 			} {
 				t.Run("rejected: "+c.name, func(t *testing.T) {
 					resp := h.post(provider, c.query, nil)
@@ -103,6 +117,7 @@ func TestLimits(t *testing.T) {
 			for _, c := range []struct{ name, query string }{
 				{"depth MaxDepth", deepQuery(maxDepth)},
 				{"complexity under the limit", aliases(100, `agents(first: 1) { edges { node { id } } }`)},
+				{"a fragment spread 256 times", doubling(8)},
 				{"first MaxPageSize", `{ agents(first: 100) { edges { node { id } } } }`},
 				{"last MaxPageSize", `{ agents(last: 100) { edges { node { id } } } }`},
 			} {
