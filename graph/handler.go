@@ -37,6 +37,9 @@ type Options struct {
 
 	MaxComplexity int
 	MaxDepth      int
+	// MaxTokens bounds a document's length in GraphQL tokens; zero takes the default
+	// (DefaultMaxTokens).
+	MaxTokens     int
 	MaxPageSize   int
 	Introspection bool
 	// AllowedOrigins are host patterns (as in coder/websocket's OriginPatterns) that may
@@ -54,6 +57,10 @@ type Options struct {
 	ObserveOperation func(name, opType string, d time.Duration, failed bool)
 	Logger           *slog.Logger
 }
+
+// DefaultMaxTokens is the longest accepted document, in tokens: ten times GraphiQL's
+// introspection query (under 200), and far above the portal's queries.
+const DefaultMaxTokens = 2000
 
 // NewHandler returns the /graphql handler: POST, GET (queries only) and websocket
 // (graphql-transport-ws and the legacy graphql-ws subprotocol) transports.
@@ -82,12 +89,16 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	srv.AddTransport(transport.MultipartForm{MaxUploadSize: MaxUploadBytes, MaxMemory: 4 << 20})
 
 	srv.SetQueryCache(lru.New[*ast.QueryDocument](1000))
+	// Validation runs before any extension and costs more than linear time in the document
+	// (gqlparser's overlapping-fields rule: 10,000 repeated fields took 5 s), so the only
+	// bound that comes early enough is the parser's.
+	srv.SetParserTokenLimit(orDefault(opts.MaxTokens, DefaultMaxTokens))
 	if opts.Introspection {
 		srv.Use(extension.Introspection{})
 	}
 	srv.Use(extension.AutomaticPersistedQuery{Cache: lru.New[string](100)})
-	srv.Use(nullConditions{}) // before anything that collects fields
-	srv.Use(expansionLimit{}) // before the walks whose cost it bounds
+	srv.Use(nullConditions{})                                                // before anything that collects fields
+	srv.Use(expansionLimit{max: max(minExpandedFields, opts.MaxComplexity)}) // before the walks whose cost it bounds
 	srv.Use(extension.FixedComplexityLimit(opts.MaxComplexity))
 	srv.Use(depthLimit{max: opts.MaxDepth})
 	srv.SetErrorPresenter(presentError(opts.Logger))

@@ -11,16 +11,18 @@ import (
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 )
 
-// maxExpandedFields bounds the fields an operation may name once its fragment spreads are
-// replaced by their fragments. gqlgen's complexity limit and selectionDepth walk the
-// expanded operation, and a fragment that spreads another twice doubles it: 40 such
-// fragments, a 2 KB request, were 2^40 steps of CPU. Within this bound (far above any
-// real query, and above what the complexity limit lets through) those walks stay cheap.
-const maxExpandedFields = 20_000
+// minExpandedFields is the least bound on the fields an operation may name once its
+// fragment spreads are replaced by their fragments. gqlgen's complexity limit and
+// selectionDepth walk the expanded operation, and a fragment that spreads another twice
+// doubles it: 40 such fragments, a 2 KB request, were 2^40 steps of CPU. Within this
+// bound (far above any real query) those walks stay cheap.
+const minExpandedFields = 20_000
 
-// expansionLimit refuses an operation that expands to more than maxExpandedFields
-// fields, counting in time linear in the document: each fragment is counted once.
-type expansionLimit struct{}
+// expansionLimit refuses an operation that expands to more than max fields (the larger
+// of minExpandedFields and the complexity limit, which the expanded fields never exceed
+// with gqlgen's default complexity), counting in time linear in the document: each
+// fragment is counted once.
+type expansionLimit struct{ max int }
 
 var _ interface {
 	graphql.HandlerExtension
@@ -30,12 +32,12 @@ var _ interface {
 func (expansionLimit) ExtensionName() string                   { return "ExpansionLimit" }
 func (expansionLimit) Validate(graphql.ExecutableSchema) error { return nil }
 
-func (expansionLimit) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
+func (e expansionLimit) MutateOperationContext(_ context.Context, oc *graphql.OperationContext) *gqlerror.Error {
 	if oc.Operation == nil {
 		return nil
 	}
-	if expandedFields(oc.Operation.SelectionSet, oc.Doc.Fragments, map[string]int{}, maxExpandedFields) > maxExpandedFields {
-		err := gqlerror.Errorf("operation expands to more than %d fields once its fragments are spread", maxExpandedFields)
+	if expandedFields(oc.Operation.SelectionSet, oc.Doc.Fragments, map[string]int{}, e.max) > e.max {
+		err := gqlerror.Errorf("operation expands to more than %d fields once its fragments are spread", e.max)
 		err.Extensions = map[string]any{"code": "COMPLEXITY_LIMIT_EXCEEDED"}
 		return err
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/gsvdev/agentregistry/ent/membership"
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
+	"github.com/gsvdev/agentregistry/graph"
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/database/dbtest"
 )
@@ -26,8 +27,6 @@ func deepQuery(depth int) string {
 	return "{ " + strings.Join(fields, " { ") + " { id" + strings.Repeat(" }", len(fields)) + " }"
 }
 
-// nest returns subscriptions { agent { subscriptions { ... leaf { id } } } }, levels deep
-// counting the leaf and its id.
 // doubling is an operation whose fragment Fi spreads F(i-1) twice, down to F0 { subject }:
 // 2^levels fields once every spread is replaced by its fragment.
 func doubling(levels int) string {
@@ -39,6 +38,8 @@ func doubling(levels int) string {
 	return b.String()
 }
 
+// nest returns subscriptions { agent { subscriptions { ... leaf { id } } } }, levels deep
+// counting the leaf and its id.
 func nest(levels int, leaf string) string {
 	var fields []string
 	for i := 0; len(fields) < levels-2; i++ {
@@ -72,10 +73,33 @@ var driverWords = []string{
 	"msgpack", "base64", "decode", "table", "column", "relation", "constraint", "syntax",
 }
 
+// TestDocumentTokenLimit: a document longer than DefaultMaxTokens is refused by the
+// parser, before validation, whose cost grows faster than the document (10,000 repeated
+// fields took 5 s of CPU).
+func TestDocumentTokenLimit(t *testing.T) {
+	h := newHarness(t, dbtest.Drivers(t)[0])
+	tok := h.token("tokens", auth.RoleCustomer)
+	long := "{ viewer {" + strings.Repeat(" subject", 100_000) + " } }"
+	r := h.post(tok, long, nil)
+	if len(r.Errors) == 0 || r.Errors[0].code() != "GRAPHQL_PARSE_FAILED" || r.hasData() {
+		t.Fatalf("100,000 repeated fields: %.300s", r.Raw)
+	}
+	if !strings.Contains(r.Errors[0].Message, "token limit") {
+		t.Fatalf("message %q does not say what limit was met", r.Errors[0].Message)
+	}
+	// Just under the limit the document is parsed, and the complexity limit decides.
+	within := "{ viewer {" + strings.Repeat(" subject", graph.DefaultMaxTokens-10) + " } }"
+	if r := h.post(tok, within, nil); len(r.Errors) == 0 || r.Errors[0].code() != "COMPLEXITY_LIMIT_EXCEEDED" {
+		t.Fatalf("a document just under the limit: %.300s", r.Raw)
+	}
+}
+
 func TestLimits(t *testing.T) {
 	for _, driver := range dbtest.Drivers(t) {
 		t.Run(driver, func(t *testing.T) {
-			h := newHarness(t, driver)
+			// Long documents, to reach the complexity limit with cheap fields (the token
+			// limit has its own test).
+			h := newHarness(t, driver, func(o *graph.Options) { o.MaxTokens = 100_000 })
 			f := newFixtures(t, h.client)
 			p := f.tenant("papa", "subject-papa", membership.RoleOwner)
 			sold := f.agents(p.Tenant, "papa", 1, 1, 1)[0]
