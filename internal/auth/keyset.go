@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"slices"
 	"sync/atomic"
 	"time"
 
@@ -185,7 +186,7 @@ func (k *keySet) fetch(ctx context.Context) (*jose.JSONWebKeySet, error) {
 	if len(body) > maxJWKSBytes {
 		return nil, fmt.Errorf("jwks larger than %d bytes", maxJWKSBytes)
 	}
-	// Key by key: a key this service cannot use (an EdDSA or secp256k1 key, say) is
+	// Key by key: a key this service cannot use (an Ed448 or secp256k1 key, say) is
 	// skipped, as go-oidc does, instead of failing the whole set and every token with it.
 	var doc struct {
 		Keys []json.RawMessage `json:"keys"`
@@ -194,13 +195,22 @@ func (k *keySet) fetch(ctx context.Context) (*jose.JSONWebKeySet, error) {
 		return nil, fmt.Errorf("decoding jwks: %w", err)
 	}
 	set := &jose.JSONWebKeySet{}
+	skipped := 0
 	for _, raw := range doc.Keys {
 		var key jose.JSONWebKey
 		if err := key.UnmarshalJSON(raw); err != nil {
-			k.log.Debug("auth: skipping a JWKS key this service cannot use", "err", err)
+			skipped++
 			continue
 		}
 		set.Keys = append(set.Keys, key)
+	}
+	if !slices.ContainsFunc(set.Keys, func(k jose.JSONWebKey) bool { return k.Use == "" || k.Use == "sig" }) {
+		// Not a key set this service can check a token with: a failed fetch (503, retried
+		// soon), not a set that makes every token invalid until the next refetch.
+		return nil, fmt.Errorf("jwks holds no signing key this service can use (%d of %d skipped)", skipped, len(doc.Keys))
+	}
+	if skipped > 0 {
+		k.log.Warn("auth: skipped JWKS keys this service cannot use", "skipped", skipped, "kept", len(set.Keys))
 	}
 	return set, nil
 }

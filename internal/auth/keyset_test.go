@@ -252,3 +252,27 @@ func TestJWKSKeysThatCannotBeUsedAreSkipped(t *testing.T) {
 	v, err := a.Authenticate(ctx, signedBy(t, ri.url, "enc-key", encKey))
 	assertRejected(t, v, err)
 }
+
+// A JWKS with no signing key the service can use is an outage of the issuer's keys, not
+// a verdict on the token: ErrUnavailable, as when the JWKS cannot be fetched.
+func TestJWKSWithoutUsableKeyIsUnavailable(t *testing.T) {
+	ri := newRotatingIssuer(t)
+	ed448 := map[string]any{"kty": "OKP", "crv": "Ed448", "kid": "ed448", "x": base64.RawURLEncoding.EncodeToString(make([]byte, 57))}
+	for name, body := range map[string]any{
+		"only an Ed448 key": map[string]any{"keys": []any{ed448}},
+		"an error document": map[string]any{"error": "x"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			b, err := json.Marshal(body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			answer := func(w http.ResponseWriter) { _, _ = w.Write(b) }
+			ri.jwks.Store(&answer)
+			a := ri.authenticator(time.Hour)
+			if v, err := a.Authenticate(context.Background(), mint(t, ri.current.Load())); !errors.Is(err, auth.ErrUnavailable) || v != nil {
+				t.Fatalf("viewer %v, err %v; want ErrUnavailable", v, err)
+			}
+		})
+	}
+}
