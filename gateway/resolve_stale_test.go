@@ -247,8 +247,19 @@ func TestEntResolverSlowReloadServesStale(t *testing.T) {
 		return got.SystemPrompt == "v2"
 	})
 
-	// A fast database is waited for: the fresh config, not the stale one.
-	drv.delay.Store(0)
+}
+
+// A reload that finishes within ReloadWait is waited for: the fresh config, not the
+// stale one. (ReloadWait is generous here: with 20 ms, a reload under -race on a busy
+// CI machine sometimes took longer, and the test failed on the machine, not the code.)
+func TestEntResolverFastReloadIsWaitedFor(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	f := e.seed(fixtureOptions{systemPrompt: "v1"})
+	r, _, clk := flakyResolver(e, gateway.EntResolverOptions{TTL: 10 * time.Second, ReloadWait: 5 * time.Second})
+	ctx := context.Background()
+	if _, err := r.Resolve(ctx, f.config); err != nil {
+		t.Fatal(err)
+	}
 	setPrompt(t, e, f, "v3")
 	clk.Advance(time.Minute)
 	if got, err := r.Resolve(ctx, f.config); err != nil || got.SystemPrompt != "v3" {
