@@ -62,7 +62,7 @@ func Demo(ctx context.Context, client *ent.Client) (Result, error) {
 		return Result{}, err
 	}
 	var res Result
-	err := withTx(ctx, client, func(tx *ent.Tx) error {
+	err := database.WithTx(ctx, client, func(tx *ent.Tx) error {
 		prov, err := tx.Tenant.Create().SetName("Demo Provider").SetSlug(ProviderSlug).Save(ctx)
 		if err != nil {
 			return fmt.Errorf("provider tenant: %w", err)
@@ -122,7 +122,10 @@ func Demo(ctx context.Context, client *ent.Client) (Result, error) {
 			Plan: plan.ID, Subscription: sub.ID, Config: cfg.ID}
 		return nil
 	})
-	return res, err
+	if err != nil {
+		return Result{}, fmt.Errorf("seed: %w", err)
+	}
+	return res, nil
 }
 
 // DevKeys deletes the keys an earlier dev start minted (nothing else can have them: they
@@ -169,13 +172,6 @@ func find(ctx context.Context, client *ent.Client) (Result, error) {
 	}
 	return Result{ProviderTenant: prov.ID, BuyerTenant: buyer.ID, Agent: sub.AgentID, Flow: fl.ID,
 		Plan: sub.PlanID, Subscription: sub.ID, Config: sub.Edges.Config.ID}, nil
-}
-
-func withTx(ctx context.Context, client *ent.Client, fn func(*ent.Tx) error) error {
-	if err := database.WithTx(ctx, client, fn); err != nil {
-		return fmt.Errorf("seed: %w", err)
-	}
-	return nil
 }
 
 // AllowOrigin adds origin to the config's allowed origins when it is not there yet (the
