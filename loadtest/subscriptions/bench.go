@@ -450,7 +450,7 @@ func analyze(plan []planned, calls [][]call, rep *report) analysis {
 		ci := 0
 		for k, c := range cs {
 			var at int64
-			if t, ok := s.Seen[c.id]; ok {
+			if t, ok := s.Seen[idKey([]byte(c.id))]; ok {
 				at = t
 			}
 			for ci < len(s.Counts) && s.Counts[ci][1]-s.Initial < int64(k+1) {

@@ -10,6 +10,8 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -62,7 +64,7 @@ type subResult struct {
 	First    bool
 	Initial  int64            // day.requests of the first message
 	Counts   [][2]int64       // (time, day.requests) each time the count grew
-	Seen     map[string]int64 // request id -> first message listing it in recent
+	Seen     map[uint64]int64 // idKey(request id) -> first message listing it in recent
 	Msgs     int              // messages after the first
 	Resynced int              // of which marked resynced (the reader was too slow)
 }
@@ -80,6 +82,14 @@ type report struct {
 // has its first message (or failed), records what arrives until its stdin closes (the
 // parent's "stop"), then writes the report and exits. lifetime bounds it all.
 func runSubscribers(specPath, outPath string, lifetime time.Duration) error {
+	// This process stands in for thousands of browsers on other machines, but here it
+	// shares 2 cores with the service, PostgreSQL and the Langflow stand-in. When it
+	// collects garbage, its idle mark workers take every core it may use for 10-30 ms,
+	// and those pauses were a third of the slow invokes in the loaded run (checked against
+	// GODEBUG=gctrace=1). One core, and fewer collections, keep it from measuring itself;
+	// it needs a quarter of a core to read every message.
+	runtime.GOMAXPROCS(1)
+	debug.SetGCPercent(400)
 	b, err := os.ReadFile(specPath)
 	if err != nil {
 		return err
@@ -122,7 +132,7 @@ func runSubscribers(specPath, outPath string, lifetime time.Duration) error {
 	for i, cs := range sp.Conns {
 		sc := &subConn{spec: cs, subs: map[string]*subResult{}, hist: map[int64]int{}, mark: mark}
 		for _, s := range cs.Subs {
-			sc.subs[fmt.Sprint("s", s.Idx)] = &subResult{Idx: s.Idx, Seen: map[string]int64{}}
+			sc.subs[fmt.Sprint("s", s.Idx)] = &subResult{Idx: s.Idx, Seen: map[uint64]int64{}}
 		}
 		conns[i] = sc
 		wg.Add(1)
@@ -249,9 +259,15 @@ type wsMsg struct {
 }
 
 // read records every message until the connection or ctx ends.
+// read records every message of the connection. Each is read into the same buffer
+// (nothing recorded keeps a reference to it).
 func (sc *subConn) read(ctx context.Context) {
+	var b []byte
 	for {
-		_, b, err := sc.c.Read(ctx)
+		_, r, err := sc.c.Reader(ctx)
+		if err == nil {
+			b, err = readInto(b[:0], r)
+		}
 		now := time.Now()
 		if err != nil {
 			sc.failAll("connection ended: " + err.Error())
@@ -261,6 +277,35 @@ func (sc *subConn) read(ctx context.Context) {
 			sc.readDecoded(b, now)
 		}
 	}
+}
+
+// readInto appends everything r holds to b.
+func readInto(b []byte, r io.Reader) ([]byte, error) {
+	for {
+		if len(b) == cap(b) {
+			b = append(b, 0)[:len(b)]
+		}
+		n, err := r.Read(b[len(b):cap(b)])
+		b = b[:len(b)+n]
+		if err == io.EOF {
+			return b, nil
+		}
+		if err != nil {
+			return b, err
+		}
+	}
+}
+
+// idKey is the key of a request id in subResult.Seen: a 64-bit FNV-1a hash, so that
+// recording the ids of 20,000 messages a second allocates no strings (a collision among
+// the run's few thousand ids is as good as impossible).
+func idKey(id []byte) uint64 {
+	h := uint64(14695981039346656037)
+	for _, c := range id {
+		h ^= uint64(c)
+		h *= 1099511628211
+	}
+	return h
 }
 
 // readDecoded records any message, decoding it in full.
@@ -295,8 +340,8 @@ func (sc *subConn) readDecoded(b []byte, now time.Time) {
 			s.Counts = append(s.Counts, [2]int64{t, st.Day.Requests})
 		}
 		for _, r := range st.Recent {
-			if _, ok := s.Seen[r.RequestID]; !ok {
-				s.Seen[r.RequestID] = t
+			if k := idKey([]byte(r.RequestID)); s.Seen[k] == 0 {
+				s.Seen[k] = t
 			}
 		}
 	case m.Type == "next" || m.Type == "error" || m.Type == "complete":
@@ -362,8 +407,8 @@ func (sc *subConn) readFast(b []byte, now time.Time) bool {
 		}
 		// The id as encoded, not unescaped: the bench's ids are plain ASCII, which JSON
 		// leaves as is.
-		if _, ok := s.Seen[string(rest[:end])]; !ok {
-			s.Seen[string(rest[:end])] = t
+		if k := idKey(rest[:end]); s.Seen[k] == 0 {
+			s.Seen[k] = t
 		}
 		rest = rest[end:]
 	}

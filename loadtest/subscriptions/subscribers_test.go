@@ -11,7 +11,7 @@ import (
 func TestReadFastAgreesWithDecoding(t *testing.T) {
 	newConn := func() *subConn {
 		return &subConn{mark: func() {}, hist: map[int64]int{}, subs: map[string]*subResult{
-			"s1": {Idx: 1, Seen: map[string]int64{}}}}
+			"s1": {Idx: 1, Seen: map[uint64]int64{}}}}
 	}
 	first := []byte(`{"id":"s1","type":"next","payload":{"data":{"usageStats":{"day":{"requests":2},"recent":[{"requestID":"r2"},{"requestID":"r1"}],"resynced":false}}}}`)
 	msgs := [][]byte{
