@@ -44,11 +44,12 @@ func (u coderWebsocket) Accept(w http.ResponseWriter, r *http.Request, options t
 			opts.Subprotocols = append(opts.Subprotocols, p)
 		}
 	}
-	conn, err := websocket.Accept(w, r, &opts)
+	cw := &corkingWriter{ResponseWriter: w}
+	conn, err := websocket.Accept(cw, r, &opts)
 	if err != nil {
 		return nil, err
 	}
-	c := &coderConn{conn: conn, writeTimeout: u.WriteTimeout}
+	c := &coderConn{conn: conn, corked: cw.conn, writeTimeout: u.WriteTimeout}
 	if c.writeTimeout <= 0 {
 		c.writeTimeout = defaultWSWriteTimeout
 	}
@@ -59,7 +60,8 @@ func (u coderWebsocket) Accept(w http.ResponseWriter, r *http.Request, options t
 
 // coderConn is one accepted connection.
 type coderConn struct {
-	conn *websocket.Conn
+	conn   *websocket.Conn
+	corked *corkedConn // what conn writes to (wsbatch.go); nil if the hijack was not ours
 
 	mu           sync.Mutex
 	readDeadline *time.Timer
@@ -99,23 +101,31 @@ func (c *coderConn) WriteJSON(v any) error {
 	if err != nil {
 		return err
 	}
-	return c.write(data)
+	return c.writeText(data)
 }
 
 // WriteText writes data, which must be one complete JSON message, as a text message.
-// It is safe to call concurrently with the transport's own writes.
-func (c *coderConn) WriteText(data []byte) error { return c.write(data) }
+// It is safe to call concurrently with the transport's own writes. It may return once
+// the message is in the connection's batch, before the batch is written (wsbatch.go):
+// a failure to write it then shows at a later call, when the connection is closed.
+func (c *coderConn) WriteText(data []byte) error { return c.writeText(data) }
 
-// write writes a text message. A write that makes no progress for writeTimeout closes
-// the connection (coder/websocket cannot abandon half a frame), which fails it.
-func (c *coderConn) write(data []byte) error {
+// writeMessage hands one text message to coder/websocket.
+func (c *coderConn) writeMessage(data []byte) error {
+	return c.conn.Write(context.Background(), websocket.MessageText, data)
+}
+
+// watched runs write under the write timeout: a write that makes no progress for
+// writeTimeout closes the connection (coder/websocket cannot abandon half a frame), which
+// fails it.
+func (c *coderConn) watched(write func() error) error {
 	c.writeMu.Lock()
 	c.writing++
 	if c.writing == 1 {
 		c.armWriteWatch()
 	}
 	c.writeMu.Unlock()
-	err := c.conn.Write(context.Background(), websocket.MessageText, data)
+	err := write()
 	c.writeMu.Lock()
 	c.writing--
 	if c.writing == 0 {
