@@ -59,6 +59,11 @@ func (r *Resolver) usageStats(ctx context.Context, in model.UsageStatsFilter) (<
 	if err != nil {
 		return nil, err
 	}
+	if slot, ok := ctx.Value(guardSlotKey{}).(*guardSlot); ok && slot.conn != nil {
+		// The connection's subscriptions get their messages together, and it writes
+		// them in one batch (wsbatch.go).
+		ctx = live.WithCohort(ctx, slot.conn.id)
+	}
 	src, err := r.live.Subscribe(ctx, f)
 	if err != nil {
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/99designs/gqlgen/graphql/handler/transport"
@@ -44,6 +45,8 @@ type wsGuard struct {
 
 	mu    sync.Mutex
 	conns map[string]int // subject -> open authenticated connections
+
+	lastID atomic.Uint64 // numbers the accepted connections (protocolConn.id)
 }
 
 func newWSGuard(inner transport.WebsocketImplementation, limits wsLimits) *wsGuard {
@@ -70,7 +73,7 @@ func (g *wsGuard) Accept(w http.ResponseWriter, r *http.Request, opts transport.
 	if err != nil {
 		return nil, err
 	}
-	pc := &protocolConn{WebsocketConn: conn, limits: g.limits, active: map[string]bool{}}
+	pc := &protocolConn{WebsocketConn: conn, limits: g.limits, active: map[string]bool{}, id: g.lastID.Add(1)}
 	if slot, ok := r.Context().Value(guardSlotKey{}).(*guardSlot); ok {
 		slot.conn = pc
 	}
@@ -116,6 +119,7 @@ var errTooManyConnections = errors.New("too many connections")
 type protocolConn struct {
 	transport.WebsocketConn
 	limits wsLimits
+	id     uint64 // unique within the guard; the live hub's cohort of its subscriptions
 
 	mu          sync.Mutex
 	inits       int

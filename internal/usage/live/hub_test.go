@@ -467,3 +467,31 @@ func TestPublishesAreCoalesced(t *testing.T) {
 	}
 	t.Logf("%d batches in %v -> %d bus messages", batches, elapsed, bus.published.Load())
 }
+
+// Subscribe puts the subscription in the cohort its context names (WithCohort).
+func TestSubscribeTakesCohortFromContext(t *testing.T) {
+	forEachDriver(t, func(t *testing.T, db *database.DB) {
+		h := newHub(t, db.Client, newMemory(t), Options{})
+		a := newScope()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		if _, err := h.Subscribe(WithCohort(ctx, 42), Filter{TenantID: a.tenant}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.Subscribe(ctx, Filter{TenantID: a.tenant}); err != nil {
+			t.Fatal(err)
+		}
+		h.mu.Lock()
+		defer h.mu.Unlock()
+		var cohorts []uint64
+		for _, g := range h.groups {
+			for s := range g.subs {
+				cohorts = append(cohorts, s.cohort)
+			}
+		}
+		slices.Sort(cohorts)
+		if !slices.Equal(cohorts, []uint64{0, 42}) {
+			t.Fatalf("cohorts %v, want [0 42]", cohorts)
+		}
+	})
+}

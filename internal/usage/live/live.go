@@ -21,9 +21,11 @@
 package live
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"log/slog"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -230,6 +232,16 @@ type send struct {
 	st *Stats
 }
 
+type cohortKey struct{}
+
+// WithCohort returns a context whose subscriptions (Subscribe) belong to cohort id: a
+// flush hands the messages of one cohort's subscriptions out back to back, in the same
+// chunk (deliverPaced). The GraphQL layer makes each websocket connection a cohort, so
+// that the connection writes their messages in one batch. Zero is no cohort.
+func WithCohort(ctx context.Context, id uint64) context.Context {
+	return context.WithValue(ctx, cohortKey{}, id)
+}
+
 // NewHub starts a hub reading the database through client and exchanging events on bus.
 // It subscribes to the bus before returning, which with a cross-replica bus may take up
 // to the bus's subscribe timeout when its backend is down (the hub then resyncs when the
@@ -353,7 +365,8 @@ func (h *Hub) Subscribe(ctx context.Context, f Filter) (<-chan *Stats, error) {
 		h.release(g)
 		return nil, g.err
 	}
-	s := &subscriber{g: g, ch: make(chan *Stats, h.opts.BufferPerSubscriber)}
+	cohort, _ := ctx.Value(cohortKey{}).(uint64)
+	s := &subscriber{g: g, ch: make(chan *Stats, h.opts.BufferPerSubscriber), cohort: cohort}
 	g.subs[s] = struct{}{}
 	h.subscribers++
 	s.ch <- g.stats(h.now(), &h.scratch) // a fresh channel has room
@@ -432,6 +445,7 @@ func (h *Hub) Close() error {
 // subscriber is one subscription.
 type subscriber struct {
 	g       *group
+	cohort  uint64 // see WithCohort
 	ch      chan *Stats
 	stop    func() bool // stops the context.AfterFunc; guarded by Hub.mu
 	removed bool        // taken out of its group; guarded by Hub.mu
@@ -707,6 +721,7 @@ func (h *Hub) flush(phase int) {
 		g.dirty, g.resynced = false, false
 	}
 	h.mu.Unlock()
+	sortByCohort(h.sends)
 	h.deliverPaced(h.sends)
 	clear(h.sends)
 	h.sends = h.sends[:0]
@@ -722,7 +737,7 @@ func (h *Hub) deliverPaced(sends []send) {
 		pause = h.opts.Interval / flushPhases * 3 / 4 / time.Duration(chunks)
 	}
 	for len(sends) > 0 {
-		n := min(deliverChunk, len(sends))
+		n := chunkLen(sends)
 		var sent, replaced uint64
 		h.sendMu.Lock()
 		for _, d := range sends[:n] {
@@ -746,6 +761,21 @@ func (h *Hub) deliverPaced(sends []send) {
 			}
 		}
 	}
+}
+
+// chunkLen is how many of sends (sorted by cohort) the next chunk takes: deliverChunk,
+// or more so as not to split a cohort, whose connection would then write twice.
+func chunkLen(sends []send) int {
+	n := min(deliverChunk, len(sends))
+	for n < len(sends) && sends[n].s.cohort != 0 && sends[n].s.cohort == sends[n-1].s.cohort {
+		n++
+	}
+	return n
+}
+
+// sortByCohort puts each cohort's messages back to back (see WithCohort).
+func sortByCohort(sends []send) {
+	slices.SortFunc(sends, func(a, b send) int { return cmp.Compare(a.s.cohort, b.s.cohort) })
 }
 
 func (h *Hub) lastDroppedSwap(d uint64) uint64 {

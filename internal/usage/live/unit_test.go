@@ -268,3 +268,59 @@ func TestStatsMemo(t *testing.T) {
 		t.Fatalf("after a nil and a panic, Memo(c) = %v, want C", got)
 	}
 }
+
+// A flush hands out a cohort's messages (one websocket connection's subscriptions) back
+// to back and in one chunk, so that the connection can write them in one batch; chunks
+// stay near deliverChunk whatever the cohorts.
+func TestChunksKeepCohortsTogether(t *testing.T) {
+	rng := rand.New(rand.NewPCG(1, 2))
+	for round := range 50 {
+		var sends []send
+		maxCohort := 1 + rng.IntN(30)
+		for range rng.IntN(500) {
+			// Cohort 0 (no cohort) is common: the legacy protocol, tests, other callers.
+			c := uint64(rng.IntN(40))
+			sends = append(sends, send{s: &subscriber{cohort: c}})
+		}
+		// Cap each cohort's size at maxCohort, as the per-connection cap does.
+		count := map[uint64]int{}
+		kept := sends[:0]
+		for _, d := range sends {
+			if d.s.cohort != 0 && count[d.s.cohort] >= maxCohort {
+				continue
+			}
+			count[d.s.cohort]++
+			kept = append(kept, d)
+		}
+		sends = kept
+		rng.Shuffle(len(sends), func(i, j int) { sends[i], sends[j] = sends[j], sends[i] })
+
+		sortByCohort(sends)
+		chunkOf := map[uint64]int{}
+		covered := 0
+		for chunk, rest := 0, sends; len(rest) > 0; chunk++ {
+			n := chunkLen(rest)
+			if n < 1 || n > deliverChunk+maxCohort-1 {
+				t.Fatalf("round %d: chunk of %d (deliverChunk %d, cohorts up to %d)", round, n, deliverChunk, maxCohort)
+			}
+			if n < deliverChunk && n < len(rest) {
+				t.Fatalf("round %d: short chunk of %d with %d left", round, n, len(rest))
+			}
+			for _, d := range rest[:n] {
+				c := d.s.cohort
+				if c == 0 {
+					continue
+				}
+				if prev, ok := chunkOf[c]; ok && prev != chunk {
+					t.Fatalf("round %d: cohort %d split between chunks %d and %d", round, c, prev, chunk)
+				}
+				chunkOf[c] = chunk
+			}
+			covered += n
+			rest = rest[n:]
+		}
+		if covered != len(sends) {
+			t.Fatalf("round %d: chunks covered %d of %d sends", round, covered, len(sends))
+		}
+	}
+}
