@@ -314,18 +314,21 @@ func (r *EntResolver) read(ctx context.Context, configID pulid.ID) (Target, erro
 			TokensPerMonth:   plan.TokensPerMonth,
 		},
 	}
-	fl, err := r.client.Flow.Query().
+	// Only the runtime id: the definition and its validation report are large, and this
+	// runs for every config every few seconds.
+	ids, err := r.client.Flow.Query().
 		Where(flow.AgentID(sub.AgentID), flow.RuntimeStatusEQ(flow.RuntimeStatusProvisioned),
 			flow.RuntimeFlowIDNotNil(), flow.RuntimeFlowIDNEQ("")).
 		Order(ent.Desc(flow.FieldVersion)).
-		First(ctx)
+		Limit(1).
+		Select(flow.FieldRuntimeFlowID).
+		Strings(ctx)
 	switch {
-	case ent.IsNotFound(err):
-		// Not provisioned: the pipeline answers 409 after metering, so this is no error.
 	case err != nil:
 		return Target{}, fmt.Errorf("gateway: resolve flow: %w", err)
-	default:
-		t.RuntimeFlowID = *fl.RuntimeFlowID
+	case len(ids) > 0:
+		t.RuntimeFlowID = ids[0]
 	}
+	// No flow provisioned: the pipeline answers 409 after metering, so this is no error.
 	return t, nil
 }
