@@ -2,8 +2,9 @@
 // bench-subscriptions). It starts the real agentregistry binary on a scratch PostgreSQL
 // database (durable metering, LISTEN/NOTIFY bus) with 100 buyer tenants of the demo
 // agent, holds -subscribers usageStats subscriptions open from a separate process (mixed
-// filters: by tenant, by tenant and config, and a few provider-wide), runs invokes at a
-// steady -rate spread over the tenants' keys, and prints:
+// filters: by tenant, by tenant and config, and a few provider-wide; one core, so that the
+// stand-in for remote browsers does not take the machine from the service), runs invokes
+// at a steady -rate spread over the tenants' keys, and prints:
 //
 //   - the delay from commit to delivery, p50/p99 over every (subscriber, call) pair that
 //     should see the call: from the moment the call's 2xx answer arrived (in durable
