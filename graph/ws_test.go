@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -299,5 +300,43 @@ func TestLegacyGraphQLWSProtocol(t *testing.T) {
 		if m["type"] == "error" || m["type"] == "connection_error" {
 			t.Fatalf("legacy protocol: %s", b)
 		}
+	}
+}
+
+// cohortLive is fakeLive that records the hub cohort of each subscription.
+type cohortLive struct {
+	mu      sync.Mutex
+	cohorts []uint64
+}
+
+func (l *cohortLive) Subscribe(ctx context.Context, f live.Filter) (<-chan *live.Stats, error) {
+	l.mu.Lock()
+	l.cohorts = append(l.cohorts, live.CohortFrom(ctx))
+	l.mu.Unlock()
+	return fakeLive{}.Subscribe(ctx, f)
+}
+
+// The subscriptions of one websocket connection share a hub cohort, and another
+// connection's have another: the hub delivers a connection's messages together, and the
+// connection writes them in one batch.
+func TestSubscriptionsOfAConnectionShareACohort(t *testing.T) {
+	rec := &cohortLive{}
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) { o.LiveUsage = rec })
+	admin := h.token("cohort-admin", auth.RolePlatformAdmin)
+	one, two := wsDial(t, h), wsDial(t, h)
+	wsInit(t, one, admin)
+	wsInit(t, two, admin)
+	for _, id := range []string{"a", "b"} {
+		wsSubscribe(t, one, id)
+		wsNextFor(t, one, id, "next")
+	}
+	wsSubscribe(t, two, "c")
+	wsNextFor(t, two, "c", "next")
+
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	c := rec.cohorts
+	if len(c) != 3 || c[0] == 0 || c[0] != c[1] || c[2] == 0 || c[2] == c[0] {
+		t.Fatalf("cohorts %v: want the first connection's two equal and non-zero, the second's another", c)
 	}
 }

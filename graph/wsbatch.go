@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -38,8 +39,9 @@ type corkedConn struct {
 
 	// wmu serializes writing to the socket and to buf: every Write, uncork, and the
 	// flush at close. Taken before mu.
-	wmu sync.Mutex
-	buf *[]byte // what was written while corked; nil when empty
+	wmu     sync.Mutex
+	buf     *[]byte     // what was written while corked; nil when empty
+	sending atomic.Bool // a write to the socket is in flight (under wmu)
 
 	mu     sync.Mutex // guards corked, which cork sets without waiting for a write
 	corked bool
@@ -80,6 +82,13 @@ func (c *corkedConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
+	return c.send(p)
+}
+
+// send writes p to the socket; c.wmu must be held.
+func (c *corkedConn) send(p []byte) (int, error) {
+	c.sending.Store(true)
+	defer c.sending.Store(false)
 	return c.Conn.Write(p)
 }
 
@@ -100,7 +109,7 @@ func (c *corkedConn) flushLocked() error {
 	}
 	b := c.buf
 	c.buf = nil
-	_, err := c.Conn.Write(*b)
+	_, err := c.send(*b)
 	if cap(*b) <= maxCorkedBytes {
 		*b = (*b)[:0]
 		corkBuffers.Put(b)
@@ -108,16 +117,24 @@ func (c *corkedConn) flushLocked() error {
 	return err
 }
 
-// Close implements net.Conn. What is still corked (a close frame written just before)
-// is written first, unless a write is in flight: a connection closed because its write
-// is stuck must not wait for it.
+// Close implements net.Conn. What is still corked (a close frame, or messages whose
+// writers were told they were sent) is written first, within a second, unless a write to
+// the socket is in flight: a connection closed because its write is stuck must not wait
+// for it. Holders of wmu that are only copying into the cork are waited for.
 func (c *corkedConn) Close() error {
-	if c.wmu.TryLock() {
-		if c.buf != nil {
-			_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
-			_ = c.flushLocked()
+	for {
+		if c.wmu.TryLock() {
+			if c.buf != nil {
+				_ = c.Conn.SetWriteDeadline(time.Now().Add(time.Second))
+				_ = c.flushLocked()
+			}
+			c.wmu.Unlock()
+			break
 		}
-		c.wmu.Unlock()
+		if c.sending.Load() {
+			break
+		}
+		runtime.Gosched()
 	}
 	return c.Conn.Close()
 }
@@ -131,11 +148,7 @@ type corkingWriter struct {
 // Hijack implements http.Hijacker. The buffered writer coder/websocket frames into is a
 // new one on the corked connection (net/http has flushed the handshake's response by now).
 func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
-	hj, ok := w.ResponseWriter.(http.Hijacker)
-	if !ok {
-		return nil, nil, http.ErrNotSupported
-	}
-	conn, brw, err := hj.Hijack()
+	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
 	}

@@ -110,6 +110,43 @@ func TestCorkedConn(t *testing.T) {
 			t.Fatal("not closed")
 		}
 	})
+	t.Run("close waits for a writer that is only copying into the cork", func(t *testing.T) {
+		rec := &recordingConn{}
+		c := &corkedConn{Conn: rec}
+		c.cork()
+		c.wmu.Lock() // a writer in Write, copying its message
+		closed := make(chan struct{})
+		go func() {
+			_ = c.Close()
+			close(closed)
+		}()
+		time.Sleep(20 * time.Millisecond)
+		b := []byte("complete")
+		c.buf = &b
+		c.wmu.Unlock()
+		<-closed
+		equal(t, rec.got(), "complete")
+	})
+	t.Run("close does not wait for a stuck socket write", func(t *testing.T) {
+		rec := &recordingConn{}
+		c := &corkedConn{Conn: rec}
+		c.wmu.Lock() // a write to a peer that stopped reading
+		c.sending.Store(true)
+		defer c.wmu.Unlock()
+		closed := make(chan struct{})
+		go func() {
+			_ = c.Close()
+			close(closed)
+		}()
+		select {
+		case <-closed:
+		case <-time.After(5 * time.Second):
+			t.Fatal("Close waited for the stuck write")
+		}
+		if !rec.closed {
+			t.Fatal("not closed")
+		}
+	})
 }
 
 // countingListener counts the writes made on the connections it accepts.
@@ -215,7 +252,9 @@ func TestWSBurstOfMessagesSharesWrites(t *testing.T) {
 	}
 	n := writes.Load() - before
 	t.Logf("%d messages in %d writes", writers*rounds, n)
-	if n > writers*rounds/2 {
+	// Unbatched, every message is a write; batched, 10-47 writes were seen here, and 90
+	// once under -race with 4 Ps on a loaded machine.
+	if n > writers*rounds*3/4 {
 		t.Errorf("%d messages took %d writes: the burst was not batched", writers*rounds, n)
 	}
 }

@@ -258,9 +258,8 @@ type wsMsg struct {
 	} `json:"payload"`
 }
 
-// read records every message until the connection or ctx ends.
-// read records every message of the connection. Each is read into the same buffer
-// (nothing recorded keeps a reference to it).
+// read records every message until the connection or ctx ends. Each is read into the
+// same buffer (nothing recorded keeps a reference to it).
 func (sc *subConn) read(ctx context.Context) {
 	var b []byte
 	for {

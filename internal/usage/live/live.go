@@ -211,6 +211,7 @@ type Hub struct {
 	sendMu  sync.Mutex
 	flushMu sync.Mutex
 	sends   []send // scratch for flush, guarded by flushMu
+	flushes uint64 // flushes so far, guarded by flushMu: turns the cohorts' order
 
 	// nextPhase assigns new groups their flush phase round-robin; guarded by mu.
 	nextPhase int
@@ -240,6 +241,12 @@ type cohortKey struct{}
 // that the connection writes their messages in one batch. Zero is no cohort.
 func WithCohort(ctx context.Context, id uint64) context.Context {
 	return context.WithValue(ctx, cohortKey{}, id)
+}
+
+// CohortFrom returns the cohort WithCohort put in ctx, or 0.
+func CohortFrom(ctx context.Context) uint64 {
+	id, _ := ctx.Value(cohortKey{}).(uint64)
+	return id
 }
 
 // NewHub starts a hub reading the database through client and exchanging events on bus.
@@ -365,8 +372,7 @@ func (h *Hub) Subscribe(ctx context.Context, f Filter) (<-chan *Stats, error) {
 		h.release(g)
 		return nil, g.err
 	}
-	cohort, _ := ctx.Value(cohortKey{}).(uint64)
-	s := &subscriber{g: g, ch: make(chan *Stats, h.opts.BufferPerSubscriber), cohort: cohort}
+	s := &subscriber{g: g, ch: make(chan *Stats, h.opts.BufferPerSubscriber), cohort: CohortFrom(ctx)}
 	g.subs[s] = struct{}{}
 	h.subscribers++
 	s.ch <- g.stats(h.now(), &h.scratch) // a fresh channel has room
@@ -721,7 +727,8 @@ func (h *Hub) flush(phase int) {
 		g.dirty, g.resynced = false, false
 	}
 	h.mu.Unlock()
-	sortByCohort(h.sends)
+	h.flushes++
+	sortByCohort(h.sends, h.flushes)
 	h.deliverPaced(h.sends)
 	clear(h.sends)
 	h.sends = h.sends[:0]
@@ -773,9 +780,25 @@ func chunkLen(sends []send) int {
 	return n
 }
 
-// sortByCohort puts each cohort's messages back to back (see WithCohort).
-func sortByCohort(sends []send) {
-	slices.SortFunc(sends, func(a, b send) int { return cmp.Compare(a.s.cohort, b.s.cohort) })
+// sortByCohort puts each cohort's messages back to back (see WithCohort), in an order
+// of the cohorts that turn (any number, a different one per flush) decides: the later
+// chunks of a flush wait up to most of a phase, and no connection should always be last.
+func sortByCohort(sends []send, turn uint64) {
+	slices.SortFunc(sends, func(a, b send) int {
+		if c := cmp.Compare(mix(a.s.cohort^turn), mix(b.s.cohort^turn)); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.s.cohort, b.s.cohort)
+	})
+}
+
+// mix is SplitMix64's finalizer: consecutive inputs come out in unrelated orders.
+func mix(x uint64) uint64 {
+	x ^= x >> 30
+	x *= 0xbf58476d1ce4e5b9
+	x ^= x >> 27
+	x *= 0x94d049bb133111eb
+	return x ^ (x >> 31)
 }
 
 func (h *Hub) lastDroppedSwap(d uint64) uint64 {

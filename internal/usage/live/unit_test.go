@@ -274,6 +274,7 @@ func TestStatsMemo(t *testing.T) {
 // stay near deliverChunk whatever the cohorts.
 func TestChunksKeepCohortsTogether(t *testing.T) {
 	rng := rand.New(rand.NewPCG(1, 2))
+	firstChunk := map[int]uint64{} // the cohort delivered first in each round
 	for round := range 50 {
 		var sends []send
 		maxCohort := 1 + rng.IntN(30)
@@ -295,7 +296,8 @@ func TestChunksKeepCohortsTogether(t *testing.T) {
 		sends = kept
 		rng.Shuffle(len(sends), func(i, j int) { sends[i], sends[j] = sends[j], sends[i] })
 
-		sortByCohort(sends)
+		sortByCohort(sends, uint64(round))
+		firstChunk[round] = sends[0].s.cohort
 		chunkOf := map[uint64]int{}
 		covered := 0
 		for chunk, rest := 0, sends; len(rest) > 0; chunk++ {
@@ -322,5 +324,13 @@ func TestChunksKeepCohortsTogether(t *testing.T) {
 		if covered != len(sends) {
 			t.Fatalf("round %d: chunks covered %d of %d sends", round, covered, len(sends))
 		}
+	}
+	// The order of the cohorts turns between flushes: not always the same one first.
+	distinct := map[uint64]bool{}
+	for _, c := range firstChunk {
+		distinct[c] = true
+	}
+	if len(distinct) < 10 {
+		t.Fatalf("over 50 flushes only %d distinct cohorts came first: %v", len(distinct), firstChunk)
 	}
 }
