@@ -4,16 +4,11 @@ import (
 	"context"
 	"fmt"
 	"net"
-	"net/http"
-	"net/http/httptest"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/99designs/gqlgen/graphql/handler/transport"
-	"github.com/coder/websocket"
 )
 
 // recordingConn is a net.Conn that records each Write (each would be a system call).
@@ -179,34 +174,11 @@ func (c countingConn) Write(p []byte) (int, error) {
 func TestWSBurstOfMessagesSharesWrites(t *testing.T) {
 	const writers, rounds = 20, 10
 	var writes atomic.Int64
-	accepted := make(chan *coderConn, 1)
-	release := make(chan struct{})
-	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		c, err := coderWebsocket{}.Accept(w, r, transport.WebsocketAcceptOptions{})
-		if err != nil {
-			t.Error(err)
-			close(accepted)
-			return
-		}
-		accepted <- c.(*coderConn)
-		<-release
-	}))
-	srv.Listener = countingListener{Listener: srv.Listener, writes: &writes}
-	srv.Start()
-	t.Cleanup(srv.Close)
-	t.Cleanup(func() { close(release) })
+	server, client := acceptOneOn(t, coderWebsocket{}, func(l net.Listener) net.Listener {
+		return countingListener{Listener: l, writes: &writes}
+	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	client, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = client.CloseNow() })
-	server := <-accepted
-	if server == nil {
-		t.FailNow()
-	}
-	t.Cleanup(func() { _ = server.Close() })
 
 	received := make(chan []string, 1)
 	go func() {

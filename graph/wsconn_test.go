@@ -2,6 +2,7 @@ package graph
 
 import (
 	"context"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -17,9 +18,15 @@ import (
 // the client side of it.
 func acceptOne(t *testing.T, ws coderWebsocket) (*coderConn, *websocket.Conn) {
 	t.Helper()
+	return acceptOneOn(t, ws, nil)
+}
+
+// acceptOneOn is acceptOne with the server's listener wrapped by wrap, when not nil.
+func acceptOneOn(t *testing.T, ws coderWebsocket, wrap func(net.Listener) net.Listener) (*coderConn, *websocket.Conn) {
+	t.Helper()
 	accepted := make(chan *coderConn, 1)
 	release := make(chan struct{})
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+	srv := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		c, err := ws.Accept(w, r, transport.WebsocketAcceptOptions{})
 		if err != nil {
 			t.Error(err)
@@ -29,6 +36,10 @@ func acceptOne(t *testing.T, ws coderWebsocket) (*coderConn, *websocket.Conn) {
 		accepted <- c.(*coderConn)
 		<-release
 	}))
+	if wrap != nil {
+		srv.Listener = wrap(srv.Listener)
+	}
+	srv.Start()
 	t.Cleanup(srv.Close)
 	t.Cleanup(func() { close(release) })
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
