@@ -19,6 +19,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/sony/gobreaker/v2"
@@ -116,6 +117,7 @@ type Client struct {
 	maxEvent  int
 	breaker   *gobreaker.TwoStepCircuitBreaker[struct{}]
 	transport *http.Transport // nil when the caller supplied HTTPClient
+	bodies    sync.Pool       // *bytes.Buffer, see readBody
 }
 
 // New builds a Client. It fails only on an unusable BaseURL.
@@ -323,17 +325,34 @@ func (c *Client) do(ctx context.Context, op, method, path, query string, body []
 	}
 }
 
+// maxPooledBody is the largest body buffer readBody keeps for reuse; a rare
+// huge answer should not stay pinned in the pool.
+const maxPooledBody = 256 << 10
+
 // readBody reads a whole 2xx body, refusing bodies over the limit rather
-// than parsing a truncated document.
-func (c *Client) readBody(op string, r io.Reader) ([]byte, error) {
-	raw, err := io.ReadAll(io.LimitReader(r, c.maxBody+1))
-	if err != nil {
-		return nil, err
+// than parsing a truncated document, and hands it to use. The bytes live in
+// one of the client's reused buffers and are valid only until use returns:
+// every caller decodes what it needs and drops the rest, and a fresh buffer
+// per call (Langflow answers run to tens of KB) would be the largest thing
+// an invoke hands the garbage collector.
+func (c *Client) readBody(op string, r io.Reader, use func(raw []byte) error) error {
+	buf, _ := c.bodies.Get().(*bytes.Buffer)
+	if buf == nil {
+		buf = new(bytes.Buffer)
 	}
-	if int64(len(raw)) > c.maxBody {
-		return nil, &Error{Kind: ErrUpstream, Op: op, Detail: fmt.Sprintf("langflow response exceeds %d bytes", c.maxBody)}
+	defer func() {
+		if buf.Cap() <= maxPooledBody {
+			buf.Reset()
+			c.bodies.Put(buf)
+		}
+	}()
+	if _, err := buf.ReadFrom(io.LimitReader(r, c.maxBody+1)); err != nil {
+		return err
 	}
-	return raw, nil
+	if int64(buf.Len()) > c.maxBody {
+		return &Error{Kind: ErrUpstream, Op: op, Detail: fmt.Sprintf("langflow response exceeds %d bytes", c.maxBody)}
+	}
+	return use(buf.Bytes())
 }
 
 // Health checks liveness: GET {base}/health answers 2xx. It bypasses the

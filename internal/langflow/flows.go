@@ -44,16 +44,19 @@ func (c *Client) CreateFlow(ctx context.Context, export json.RawMessage) (Flow, 
 			return err
 		}
 		defer resp.Body.Close()
-		raw, err := c.readBody(op, resp.Body)
-		if err != nil {
-			return err
-		}
 		var got struct {
 			ID           string  `json:"id"`
 			Name         string  `json:"name"`
 			EndpointName *string `json:"endpoint_name"`
 		}
-		if err := json.Unmarshal(raw, &got); err != nil || got.ID == "" {
+		var decodeErr error
+		if err := c.readBody(op, resp.Body, func(raw []byte) error {
+			decodeErr = json.Unmarshal(raw, &got)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if decodeErr != nil || got.ID == "" {
 			return &Error{Kind: ErrUpstream, Op: op, Status: resp.StatusCode, Detail: "langflow did not return the new flow's id"}
 		}
 		flow = Flow{ID: got.ID, Name: got.Name}

@@ -41,8 +41,6 @@ type RunResult struct {
 	// value and of Text, so callers can meter either way.
 	InputTokens, OutputTokens int
 	TokensReported            bool
-	// Raw is Langflow's full response (for Stream: the end event's result).
-	Raw json.RawMessage
 }
 
 // runBody is the wire form; Langflow silently replaces malformed fields by
@@ -118,12 +116,10 @@ func (c *Client) Run(ctx context.Context, flowID string, req RunRequest) (RunRes
 			return err
 		}
 		defer resp.Body.Close()
-		raw, err := c.readBody(op, resp.Body)
-		if err != nil {
+		return c.readBody(op, resp.Body, func(raw []byte) (err error) {
+			res, err = parseRunResult(op, raw, req.InputValue)
 			return err
-		}
-		res, err = parseRunResult(op, raw, req.InputValue)
-		return err
+		})
 	})
 	if err != nil {
 		return RunResult{}, err
@@ -190,7 +186,7 @@ type componentDoc struct {
 }
 
 // lazyDoc is a JSON value kept undecoded. It aliases the buffer being decoded
-// (the input, which parseRunResult keeps unchanged as the result's Raw, or a
+// (the input, which the caller reuses once parseRunResult returns, or a
 // json.Decoder's buffer that is dropped with it), so it costs no copy; it is
 // only read before parseRunResult returns. decode reads it as the typed decode
 // would have.
@@ -250,7 +246,7 @@ func parseRunResult(op string, raw []byte, input string) (RunResult, error) {
 	if !found {
 		return RunResult{}, &Error{Kind: ErrUpstream, Op: op, Detail: noTextDetail}
 	}
-	res := RunResult{Text: text, SessionID: doc.SessionID, Raw: json.RawMessage(raw)}
+	res := RunResult{Text: text, SessionID: doc.SessionID}
 	in, out, ok := runUsage(outs, doc.Usage)
 	res.applyUsage(in, out, ok, input)
 	return res, nil

@@ -52,11 +52,11 @@ func (c *Client) Stream(ctx context.Context, flowID string, req RunRequest, onTo
 		if mt == "application/json" {
 			// Something between us and Langflow (or an old Langflow)
 			// ignored stream=true: the body is a plain run response.
-			raw, err := c.readBody(op, resp.Body)
-			if err != nil {
+			err := c.readBody(op, resp.Body, func(raw []byte) (err error) {
+				res, err = parseRunResult(op, raw, req.InputValue)
 				return err
-			}
-			if res, err = parseRunResult(op, raw, req.InputValue); err != nil {
+			})
+			if err != nil {
 				return err
 			}
 			return deliverWhole(onToken, res.Text)
@@ -229,7 +229,7 @@ func (c *Client) endResult(op string, endData json.RawMessage, input, streamed s
 		}
 	}
 	// The end event had no usable result: use what was streamed.
-	res := RunResult{Text: streamed, Raw: d.Result}
+	res := RunResult{Text: streamed}
 	if res.Text == "" {
 		res.Text, _ = lastMsg["text"].(string)
 	}
