@@ -5,16 +5,16 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"maps"
-	"slices"
 	"sync"
 	"time"
 
+	"entgo.io/ent/dialect/sql"
 	"golang.org/x/sync/singleflight"
 
 	"github.com/gsvdev/agentregistry/ent"
 	"github.com/gsvdev/agentregistry/ent/agentconfig"
 	"github.com/gsvdev/agentregistry/ent/flow"
+	"github.com/gsvdev/agentregistry/ent/plan"
 	"github.com/gsvdev/agentregistry/ent/schema/pulid"
 	"github.com/gsvdev/agentregistry/ent/subscription"
 	"github.com/gsvdev/agentregistry/internal/auth"
@@ -273,62 +273,109 @@ func (r *EntResolver) put(id pulid.ID, e resolved, gen uint64) {
 	r.cache[id] = e
 }
 
-// read reads the config with its subscription and plan (one eager-loading query), then
-// the agent's latest provisioned flow (a second query).
+// read reads the config with its subscription, plan and the agent's latest provisioned
+// flow in one statement. It runs for every config in use every few seconds (see
+// EntResolverOptions.TTL), so one round trip instead of four matters to the database,
+// and the flow's definition and validation report, which are large, are never read.
 func (r *EntResolver) read(ctx context.Context, configID pulid.ID) (Target, error) {
 	// The key that named this config was verified: reading as the system leaks nothing,
-	// and the target is only used for that key's tenant.
+	// and the target is only used for that key's tenant. For the same reason the joins
+	// need not pass through the joined entities' tenant filters.
 	ctx = auth.SystemContext(ctx)
-	cfg, err := r.client.AgentConfig.Query().
+	var rows []targetRow
+	err := r.client.AgentConfig.Query().
 		Where(agentconfig.ID(configID)).
-		WithSubscription(func(q *ent.SubscriptionQuery) { q.WithPlan() }).
-		Only(ctx)
-	if ent.IsNotFound(err) {
-		return Target{}, ErrConfigNotFound
-	}
-	if err != nil {
-		return Target{}, fmt.Errorf("gateway: resolve config: %w", err)
-	}
-	sub := cfg.Edges.Subscription
-	if sub == nil || sub.Edges.Plan == nil {
-		return Target{}, fmt.Errorf("gateway: config %s has no subscription or plan", configID)
-	}
-	plan := sub.Edges.Plan
-	t := Target{
-		ConfigID:           cfg.ID,
-		TenantID:           cfg.TenantID,
-		ProviderTenantID:   sub.ProviderTenantID,
-		AgentID:            sub.AgentID,
-		SubscriptionID:     sub.ID,
-		PlanID:             plan.ID,
-		SubscriptionStatus: string(sub.Status),
-		DisplayName:        cfg.DisplayName,
-		SystemPrompt:       cfg.SystemPrompt,
-		Tweaks:             maps.Clone(cfg.Tweaks),
-		TweakableFields:    slices.Clone(plan.TweakableFields),
-		AllowedOrigins:     slices.Clone(cfg.AllowedOrigins),
-		Limits: PlanLimits{
-			RPMPerKey:        plan.RpmPerKey,
-			RPMPerTenant:     plan.RpmPerTenant,
-			RequestsPerMonth: plan.RequestsPerMonth,
-			TokensPerMonth:   plan.TokensPerMonth,
-		},
-	}
-	// Only the runtime id: the definition and its validation report are large, and this
-	// runs for every config every few seconds.
-	ids, err := r.client.Flow.Query().
-		Where(flow.AgentID(sub.AgentID), flow.RuntimeStatusEQ(flow.RuntimeStatusProvisioned),
-			flow.RuntimeFlowIDNotNil(), flow.RuntimeFlowIDNEQ("")).
-		Order(ent.Desc(flow.FieldVersion)).
-		Limit(1).
-		Select(flow.FieldRuntimeFlowID).
-		Strings(ctx)
+		Modify(selectTarget).
+		Scan(ctx, &rows)
 	switch {
 	case err != nil:
-		return Target{}, fmt.Errorf("gateway: resolve flow: %w", err)
-	case len(ids) > 0:
-		t.RuntimeFlowID = ids[0]
+		return Target{}, fmt.Errorf("gateway: resolve config: %w", err)
+	case len(rows) == 0:
+		return Target{}, ErrConfigNotFound
+	case rows[0].SubscriptionID == "" || rows[0].PlanID == "":
+		return Target{}, fmt.Errorf("gateway: config %s has no subscription or plan", configID)
 	}
-	// No flow provisioned: the pipeline answers 409 after metering, so this is no error.
-	return t, nil
+	row := rows[0]
+	// No flow provisioned leaves RuntimeFlowID empty: the pipeline answers 409 after
+	// metering, so this is no error.
+	return Target{
+		ConfigID:           pulid.ID(row.ConfigID),
+		TenantID:           pulid.ID(row.TenantID),
+		ProviderTenantID:   pulid.ID(row.ProviderTenantID),
+		AgentID:            pulid.ID(row.AgentID),
+		SubscriptionID:     pulid.ID(row.SubscriptionID),
+		PlanID:             pulid.ID(row.PlanID),
+		SubscriptionStatus: row.SubscriptionStatus,
+		RuntimeFlowID:      row.RuntimeFlowID,
+		DisplayName:        row.DisplayName,
+		SystemPrompt:       row.SystemPrompt,
+		Tweaks:             row.Tweaks,
+		TweakableFields:    row.TweakableFields,
+		AllowedOrigins:     row.AllowedOrigins,
+		Limits: PlanLimits{
+			RPMPerKey:        row.RPMPerKey,
+			RPMPerTenant:     row.RPMPerTenant,
+			RequestsPerMonth: row.RequestsPerMonth,
+			TokensPerMonth:   row.TokensPerMonth,
+		},
+	}, nil
+}
+
+// targetRow is the row selectTarget reads. A subscription or plan that is missing
+// leaves its columns NULL, which scan as empty values; JSON columns are decoded.
+type targetRow struct {
+	ConfigID           string         `sql:"config_id"`
+	TenantID           string         `sql:"tenant_id"`
+	DisplayName        string         `sql:"display_name"`
+	SystemPrompt       string         `sql:"system_prompt"`
+	Tweaks             map[string]any `sql:"tweaks"`
+	AllowedOrigins     []string       `sql:"allowed_origins"`
+	SubscriptionID     string         `sql:"subscription_id"`
+	SubscriptionStatus string         `sql:"subscription_status"`
+	ProviderTenantID   string         `sql:"provider_tenant_id"`
+	AgentID            string         `sql:"agent_id"`
+	PlanID             string         `sql:"plan_id"`
+	RPMPerKey          int            `sql:"rpm_per_key"`
+	RPMPerTenant       int            `sql:"rpm_per_tenant"`
+	RequestsPerMonth   int64          `sql:"requests_per_month"`
+	TokensPerMonth     int64          `sql:"tokens_per_month"`
+	TweakableFields    []string       `sql:"tweakable_fields"`
+	RuntimeFlowID      string         `sql:"runtime_flow_id"`
+}
+
+// selectTarget turns the config query into: the config, LEFT JOIN its subscription,
+// LEFT JOIN that subscription's plan, and the runtime id of the agent's provisioned flow
+// of the highest version as a scalar subquery (which PostgreSQL and SQLite both run).
+func selectTarget(s *sql.Selector) {
+	sub, pl := sql.Table(subscription.Table).As("sub"), sql.Table(plan.Table).As("pl")
+	fl := sql.Table(flow.Table).As("fl")
+	latestFlow := sql.Select(fl.C(flow.FieldRuntimeFlowID)).From(fl).
+		Where(sql.And(
+			sql.ColumnsEQ(fl.C(flow.FieldAgentID), sub.C(subscription.FieldAgentID)),
+			sql.EQ(fl.C(flow.FieldRuntimeStatus), flow.RuntimeStatusProvisioned.String()),
+			sql.NotNull(fl.C(flow.FieldRuntimeFlowID)),
+			sql.NEQ(fl.C(flow.FieldRuntimeFlowID), ""),
+		)).
+		OrderBy(sql.Desc(fl.C(flow.FieldVersion))).
+		Limit(1)
+	s.LeftJoin(sub).On(s.C(agentconfig.FieldSubscriptionID), sub.C(subscription.FieldID)).
+		LeftJoin(pl).On(sub.C(subscription.FieldPlanID), pl.C(plan.FieldID))
+	s.Select().
+		AppendSelectAs(s.C(agentconfig.FieldID), "config_id").
+		AppendSelectAs(s.C(agentconfig.FieldTenantID), "tenant_id").
+		AppendSelectAs(s.C(agentconfig.FieldDisplayName), "display_name").
+		AppendSelectAs(s.C(agentconfig.FieldSystemPrompt), "system_prompt").
+		AppendSelectAs(s.C(agentconfig.FieldTweaks), "tweaks").
+		AppendSelectAs(s.C(agentconfig.FieldAllowedOrigins), "allowed_origins").
+		AppendSelectAs(sub.C(subscription.FieldID), "subscription_id").
+		AppendSelectAs(sub.C(subscription.FieldStatus), "subscription_status").
+		AppendSelectAs(sub.C(subscription.FieldProviderTenantID), "provider_tenant_id").
+		AppendSelectAs(sub.C(subscription.FieldAgentID), "agent_id").
+		AppendSelectAs(pl.C(plan.FieldID), "plan_id").
+		AppendSelectAs(pl.C(plan.FieldRpmPerKey), "rpm_per_key").
+		AppendSelectAs(pl.C(plan.FieldRpmPerTenant), "rpm_per_tenant").
+		AppendSelectAs(pl.C(plan.FieldRequestsPerMonth), "requests_per_month").
+		AppendSelectAs(pl.C(plan.FieldTokensPerMonth), "tokens_per_month").
+		AppendSelectAs(pl.C(plan.FieldTweakableFields), "tweakable_fields").
+		AppendSelectExprAs(latestFlow, "runtime_flow_id")
 }
