@@ -149,6 +149,7 @@ func bench(o options) error {
 	measure := func(label string, onAnswer func(h.Answer)) *run {
 		cpu0, _ := h.CPUTime(pid)
 		mb0, mt0, _ := h.MachineCPU()
+		io0, ioErr0 := h.IOStall()
 		t0 := time.Now()
 		r := h.OpenLoop(ctx, client, targets, o.rate, o.duration, onAnswer)
 		ru := &run{label: label, res: r, start: t0, end: time.Now()}
@@ -157,6 +158,11 @@ func bench(o options) error {
 		}
 		if mb1, mt1, err := h.MachineCPU(); err == nil && mt1 > mt0 {
 			ru.machine = (mb1 - mb0) / (mt1 - mt0)
+		}
+		if io1, err := h.IOStall(); err == nil && ioErr0 == nil {
+			ru.ioStall = io1 - io0
+		} else {
+			ru.ioStall = -1
 		}
 		runs = append(runs, ru)
 		fmt.Fprintf(os.Stderr, "  %-36s %6.0f req/s  p99 %s  service CPU %.2f cores, machine %.0f%% busy\n", label, r.RPS(), h.FmtDur(r.Pct(99)), ru.cores, 100*ru.machine)
@@ -266,13 +272,19 @@ func bench(o options) error {
 		runtime.NumCPU(), loadBefore, h.LoadAvg(), fmtLimit(fdLimit, fdErr))
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\tservice CPU\tmachine busy\t")
+	fmt.Fprintln(tw, "run\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\tservice CPU\tmachine busy\tI/O stall\t")
 	for _, ru := range runs {
 		r := ru.res
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f cores\t%.0f%%\t\n", ru.label, r.OK+r.Errs, r.Errs, r.RPS(),
-			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)), ru.cores, 100*ru.machine)
+		stall := "n/a"
+		if ru.ioStall >= 0 {
+			stall = h.FmtDur(ru.ioStall)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f cores\t%.0f%%\t%s\t\n", ru.label, r.OK+r.Errs, r.Errs, r.RPS(),
+			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)), ru.cores, 100*ru.machine, stall)
 	}
 	tw.Flush()
+	fmt.Println("(I/O stall: how long every runnable task of the machine waited on I/O at once, from /proc/pressure/io;")
+	fmt.Println(" invokes wait for PostgreSQL's commit, so a disk stall shows in their p99 and max whoever else runs)")
 	fmt.Println()
 	base := (runs[0].res.Pct(99) + runs[2].res.Pct(99)) / 2
 	fmt.Printf("invoke p99 with subscribers / without: %.2f  (%s vs %s and %s)\n",
@@ -325,8 +337,9 @@ type run struct {
 	label      string
 	res        *h.Result
 	start, end time.Time
-	cores      float64 // service CPU over the run
-	machine    float64 // share of the whole machine busy over the run (everyone's work)
+	cores      float64       // service CPU over the run
+	machine    float64       // share of the whole machine busy over the run (everyone's work)
+	ioStall    time.Duration // machine-wide full I/O stall over the run (harness.IOStall); -1 unknown
 }
 
 func buildSpec(base string, iss *issuer, w *world, plan []planned) (spec, int, error) {

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
 )
 
 // ChildAttr makes the kernel send SIGTERM to a child when the tool dies, so an
@@ -115,4 +116,30 @@ func MachineCPU() (busy, total float64, err error) {
 		}
 	}
 	return busy, total, nil
+}
+
+// IOStall returns how long, in all, every runnable task of the machine has waited on
+// I/O at once so far (the "full" line of /proc/pressure/io). Its difference over a run
+// tells a disk stall (PostgreSQL's commits wait for fsync) from the service's own slowness.
+func IOStall() (time.Duration, error) {
+	b, err := os.ReadFile("/proc/pressure/io")
+	if err != nil {
+		return 0, err
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) == 0 || f[0] != "full" {
+			continue
+		}
+		for _, kv := range f[1:] {
+			if v, ok := strings.CutPrefix(kv, "total="); ok {
+				us, err := strconv.ParseInt(v, 10, 64)
+				if err != nil {
+					break
+				}
+				return time.Duration(us) * time.Microsecond, nil
+			}
+		}
+	}
+	return 0, fmt.Errorf("unexpected /proc/pressure/io")
 }

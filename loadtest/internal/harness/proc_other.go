@@ -5,6 +5,7 @@ package harness
 import (
 	"errors"
 	"syscall"
+	"time"
 )
 
 // Memory and CPU figures come from /proc, so off Linux they are reported as
@@ -22,3 +23,5 @@ func CPUTime(int) (float64, error) { return 0, errNoProc }
 func WriteSyscalls(int) (int64, error) { return 0, errNoProc }
 
 func MachineCPU() (busy, total float64, err error) { return 0, 0, errNoProc }
+
+func IOStall() (time.Duration, error) { return 0, errNoProc }
