@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -296,6 +297,19 @@ func (r *EntResolver) read(ctx context.Context, configID pulid.ID) (Target, erro
 		return Target{}, fmt.Errorf("gateway: config %s has no subscription or plan", configID)
 	}
 	row := rows[0]
+	var (
+		tweaks             map[string]any
+		tweakable, origins []string
+	)
+	for _, c := range []struct {
+		name string
+		raw  jsonColumn
+		into any
+	}{{"tweaks", row.Tweaks, &tweaks}, {"tweakable_fields", row.TweakableFields, &tweakable}, {"allowed_origins", row.AllowedOrigins, &origins}} {
+		if err := c.raw.decode(c.into); err != nil {
+			return Target{}, fmt.Errorf("gateway: config %s: decode %s: %w", configID, c.name, err)
+		}
+	}
 	// No flow provisioned leaves RuntimeFlowID empty: the pipeline answers 409 after
 	// metering, so this is no error.
 	return Target{
@@ -309,9 +323,9 @@ func (r *EntResolver) read(ctx context.Context, configID pulid.ID) (Target, erro
 		RuntimeFlowID:      row.RuntimeFlowID,
 		DisplayName:        row.DisplayName,
 		SystemPrompt:       row.SystemPrompt,
-		Tweaks:             row.Tweaks,
-		TweakableFields:    row.TweakableFields,
-		AllowedOrigins:     row.AllowedOrigins,
+		Tweaks:             tweaks,
+		TweakableFields:    tweakable,
+		AllowedOrigins:     origins,
 		Limits: PlanLimits{
 			RPMPerKey:        row.RPMPerKey,
 			RPMPerTenant:     row.RPMPerTenant,
@@ -322,25 +336,53 @@ func (r *EntResolver) read(ctx context.Context, configID pulid.ID) (Target, erro
 }
 
 // targetRow is the row selectTarget reads. A subscription or plan that is missing
-// leaves its columns NULL, which scan as empty values; JSON columns are decoded.
+// leaves its columns NULL, which scan as empty values.
 type targetRow struct {
-	ConfigID           string         `sql:"config_id"`
-	TenantID           string         `sql:"tenant_id"`
-	DisplayName        string         `sql:"display_name"`
-	SystemPrompt       string         `sql:"system_prompt"`
-	Tweaks             map[string]any `sql:"tweaks"`
-	AllowedOrigins     []string       `sql:"allowed_origins"`
-	SubscriptionID     string         `sql:"subscription_id"`
-	SubscriptionStatus string         `sql:"subscription_status"`
-	ProviderTenantID   string         `sql:"provider_tenant_id"`
-	AgentID            string         `sql:"agent_id"`
-	PlanID             string         `sql:"plan_id"`
-	RPMPerKey          int            `sql:"rpm_per_key"`
-	RPMPerTenant       int            `sql:"rpm_per_tenant"`
-	RequestsPerMonth   int64          `sql:"requests_per_month"`
-	TokensPerMonth     int64          `sql:"tokens_per_month"`
-	TweakableFields    []string       `sql:"tweakable_fields"`
-	RuntimeFlowID      string         `sql:"runtime_flow_id"`
+	ConfigID           string     `sql:"config_id"`
+	TenantID           string     `sql:"tenant_id"`
+	DisplayName        string     `sql:"display_name"`
+	SystemPrompt       string     `sql:"system_prompt"`
+	Tweaks             jsonColumn `sql:"tweaks"`
+	AllowedOrigins     jsonColumn `sql:"allowed_origins"`
+	SubscriptionID     string     `sql:"subscription_id"`
+	SubscriptionStatus string     `sql:"subscription_status"`
+	ProviderTenantID   string     `sql:"provider_tenant_id"`
+	AgentID            string     `sql:"agent_id"`
+	PlanID             string     `sql:"plan_id"`
+	RPMPerKey          int        `sql:"rpm_per_key"`
+	RPMPerTenant       int        `sql:"rpm_per_tenant"`
+	RequestsPerMonth   int64      `sql:"requests_per_month"`
+	TokensPerMonth     int64      `sql:"tokens_per_month"`
+	TweakableFields    jsonColumn `sql:"tweakable_fields"`
+	RuntimeFlowID      string     `sql:"runtime_flow_id"`
+}
+
+// jsonColumn is a JSON column as the drivers return it: PostgreSQL's jsonb as bytes,
+// SQLite's as text or bytes depending on how the value was stored, NULL as nil. (ent's
+// own scan of a JSON field into a struct accepts bytes only, and panics on text.)
+type jsonColumn []byte
+
+// Scan implements sql.Scanner.
+func (j *jsonColumn) Scan(src any) error {
+	switch v := src.(type) {
+	case nil:
+		*j = nil
+	case []byte:
+		*j = append((*j)[:0], v...)
+	case string:
+		*j = append((*j)[:0], v...)
+	default:
+		return fmt.Errorf("JSON column holds %T", src)
+	}
+	return nil
+}
+
+// decode unmarshals the column into v; NULL leaves v as it is.
+func (j jsonColumn) decode(v any) error {
+	if j == nil {
+		return nil
+	}
+	return json.Unmarshal(j, v)
 }
 
 // selectTarget turns the config query into: the config, LEFT JOIN its subscription,

@@ -3,6 +3,7 @@ package gateway_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -36,6 +37,12 @@ func TestEntResolver(t *testing.T) {
 			}
 		}
 
+		// JSON as text, as a raw SQL write leaves it: SQLite then returns it as a string,
+		// not bytes (the plan's allowlist stays as ent wrote it).
+		if _, err := db.SQL.ExecContext(context.Background(), fmt.Sprintf(
+			`UPDATE agent_configs SET tweaks = '{"temperature": 0.1}', allowed_origins = '["https://a.example.com"]' WHERE id = '%s'`, f.config)); err != nil {
+			t.Fatal(err)
+		}
 		// Another agent's newer provisioned flow is not this config's.
 		other := e.seed(fixtureOptions{})
 		if err := e.client.Flow.Create().SetTenantID(other.provider).SetAgentID(other.agent).SetVersion(9).
