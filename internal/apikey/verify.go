@@ -213,6 +213,12 @@ func (v *Verifier) lookup(ctx context.Context, hash string, claims Claims) (entr
 		return e, nil
 	}
 	ch := v.group.DoChan(hash, func() (any, error) {
+		// A caller that missed the cache just before the previous lookup filled it, and
+		// came here just after that lookup ended, takes the answer from the cache rather
+		// than reading the store a second time.
+		if e, ok := v.cache.get(hash, v.now()); ok {
+			return e, nil
+		}
 		// Taken before the read: if Invalidate runs while the store is being read, the
 		// (possibly stale) answer is not cached.
 		gen := v.cache.generation(hash)
