@@ -186,7 +186,7 @@ type componentDoc struct {
 }
 
 // lazyDoc is a JSON value kept undecoded. It aliases the buffer being decoded
-// (the input, which the caller reuses once parseRunResult returns, or a
+// (the input, which the caller may reuse once parseRunResult returns, or a
 // json.Decoder's buffer that is dropped with it), so it costs no copy; it is
 // only read before parseRunResult returns. decode reads it as the typed decode
 // would have.

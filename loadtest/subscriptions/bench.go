@@ -283,7 +283,7 @@ func bench(o options) error {
 			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)), ru.cores, 100*ru.machine, stall)
 	}
 	tw.Flush()
-	fmt.Println("(I/O stall: how long every runnable task of the machine waited on I/O at once, from /proc/pressure/io;")
+	fmt.Println("(I/O stall: how long all non-idle tasks of the machine were stalled on I/O at the same time, from /proc/pressure/io;")
 	fmt.Println(" invokes wait for PostgreSQL's commit, so a disk stall shows in their p99 and max whoever else runs)")
 	fmt.Println()
 	base := (runs[0].res.Pct(99) + runs[2].res.Pct(99)) / 2

@@ -118,9 +118,10 @@ func MachineCPU() (busy, total float64, err error) {
 	return busy, total, nil
 }
 
-// IOStall returns how long, in all, every runnable task of the machine has waited on
-// I/O at once so far (the "full" line of /proc/pressure/io). Its difference over a run
-// tells a disk stall (PostgreSQL's commits wait for fsync) from the service's own slowness.
+// IOStall returns how long, in all, every non-idle task of the machine has been stalled
+// on I/O at the same time so far (the "full" line of /proc/pressure/io; host-wide, even
+// in a container). Its difference over a run tells a disk stall (PostgreSQL's commits
+// wait for fsync) from the service's own slowness.
 func IOStall() (time.Duration, error) {
 	b, err := os.ReadFile("/proc/pressure/io")
 	if err != nil {
