@@ -261,36 +261,20 @@ type wsMsg struct {
 // read records every message until the connection or ctx ends. Each is read into the
 // same buffer (nothing recorded keeps a reference to it).
 func (sc *subConn) read(ctx context.Context) {
-	var b []byte
+	var buf bytes.Buffer
 	for {
+		buf.Reset()
 		_, r, err := sc.c.Reader(ctx)
 		if err == nil {
-			b, err = readInto(b[:0], r)
+			_, err = buf.ReadFrom(r)
 		}
 		now := time.Now()
 		if err != nil {
 			sc.failAll("connection ended: " + err.Error())
 			return
 		}
-		if !sc.readFast(b, now) {
+		if b := buf.Bytes(); !sc.readFast(b, now) {
 			sc.readDecoded(b, now)
-		}
-	}
-}
-
-// readInto appends everything r holds to b.
-func readInto(b []byte, r io.Reader) ([]byte, error) {
-	for {
-		if len(b) == cap(b) {
-			b = append(b, 0)[:len(b)]
-		}
-		n, err := r.Read(b[len(b):cap(b)])
-		b = b[:len(b)+n]
-		if err == io.EOF {
-			return b, nil
-		}
-		if err != nil {
-			return b, err
 		}
 	}
 }
