@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -150,6 +151,7 @@ func bench(o options) error {
 		cpu0, _ := h.CPUTime(pid)
 		mb0, mt0, _ := h.MachineCPU()
 		io0, ioErr0 := h.IOStall()
+		gc0, gcErr0 := h.GCCycles(ctx, client, svc.Base)
 		t0 := time.Now()
 		r := h.OpenLoop(ctx, client, targets, o.rate, o.duration, onAnswer)
 		ru := &run{label: label, res: r, start: t0, end: time.Now()}
@@ -163,6 +165,10 @@ func bench(o options) error {
 			ru.ioStall = io1 - io0
 		} else {
 			ru.ioStall = -1
+		}
+		ru.gcs = -1
+		if gc1, err := h.GCCycles(ctx, client, svc.Base); err == nil && gcErr0 == nil {
+			ru.gcs = gc1 - gc0
 		}
 		runs = append(runs, ru)
 		fmt.Fprintf(os.Stderr, "  %-36s %6.0f req/s  p99 %s  service CPU %.2f cores, machine %.0f%% busy\n", label, r.RPS(), h.FmtDur(r.Pct(99)), ru.cores, 100*ru.machine)
@@ -272,19 +278,25 @@ func bench(o options) error {
 		runtime.NumCPU(), loadBefore, h.LoadAvg(), fmtLimit(fdLimit, fdErr))
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\tservice CPU\tmachine busy\tI/O stall\t")
+	fmt.Fprintln(tw, "run\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\tservice CPU\tservice GCs\tmachine busy\tI/O stall\t")
 	for _, ru := range runs {
 		r := ru.res
 		stall := "n/a"
 		if ru.ioStall >= 0 {
 			stall = h.FmtDur(ru.ioStall)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f cores\t%.0f%%\t%s\t\n", ru.label, r.OK+r.Errs, r.Errs, r.RPS(),
-			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)), ru.cores, 100*ru.machine, stall)
+		gcs := "n/a"
+		if ru.gcs >= 0 {
+			gcs = strconv.FormatInt(ru.gcs, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f cores\t%s\t%.0f%%\t%s\t\n", ru.label, r.OK+r.Errs, r.Errs, r.RPS(),
+			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)), ru.cores, gcs, 100*ru.machine, stall)
 	}
 	tw.Flush()
 	fmt.Println("(I/O stall: how long all non-idle tasks of the machine were stalled on I/O at the same time, from /proc/pressure/io;")
-	fmt.Println(" invokes wait for PostgreSQL's commit, so a disk stall shows in their p99 and max whoever else runs)")
+	fmt.Println(" invokes wait for PostgreSQL's commit, so a disk stall shows in their p99 and max whoever else runs;")
+	fmt.Println(" service GCs: garbage collections the service ran during the run, from its /metrics: each one's concurrent")
+	fmt.Println(" mark takes CPU from the calls for its duration, which grows with the subscriptions' live heap)")
 	fmt.Println()
 	base := (runs[0].res.Pct(99) + runs[2].res.Pct(99)) / 2
 	fmt.Printf("invoke p99 with subscribers / without: %.2f  (%s vs %s and %s)\n",
@@ -340,6 +352,7 @@ type run struct {
 	cores      float64       // service CPU over the run
 	machine    float64       // share of the whole machine busy over the run (everyone's work)
 	ioStall    time.Duration // machine-wide full I/O stall over the run (harness.IOStall); -1 unknown
+	gcs        int64         // the service's garbage collections during the run (harness.GCCycles); -1 unknown
 }
 
 func buildSpec(base string, iss *issuer, w *world, plan []planned) (spec, int, error) {
