@@ -29,7 +29,7 @@ type options struct {
 	duration                   time.Duration
 	providerShare, configShare float64
 	dbURL, bin                 string
-	hold, recent               bool
+	hold, recent, control      bool
 }
 
 // planned is one subscription of the plan: whose calls it should see.
@@ -258,7 +258,28 @@ func bench(o options) error {
 	}
 	fmt.Fprintln(os.Stderr, "invokes without subscribers again…")
 	time.Sleep(2 * time.Second) // the closed connections' goroutines wind down
-	measure("invoke, no subscribers (after)", nil)
+	after := measure("invoke, no subscribers (after)", nil)
+	subCores := (subCPU1 - subCPU0) / loaded.end.Sub(loaded.start).Seconds()
+
+	// The control run (control.go): the loaded run's extra CPU, burnt by another process.
+	var control *run
+	var spunAsked, spun float64
+	if extra := loaded.cores - (runs[0].cores+after.cores)/2 + subCores; o.control && extra > 0.01 {
+		fmt.Fprintf(os.Stderr, "invokes without subscribers, %.2f cores burnt elsewhere…\n", extra)
+		sp, err := startSpinner(extra, lifetime)
+		if err != nil {
+			return err
+		}
+		time.Sleep(time.Second)
+		c0, err0 := h.CPUTime(sp.Pid())
+		control = measure(fmt.Sprintf("invoke, no subscribers, %.2f cores spun", extra), nil)
+		c1, err1 := h.CPUTime(sp.Pid())
+		sp.Stop()
+		spunAsked, spun = extra, -1
+		if err0 == nil && err1 == nil {
+			spun = (c1 - c0) / control.end.Sub(control.start).Seconds()
+		}
+	}
 
 	// Delivery delays.
 	d := analyze(plan, calls, rep)
@@ -301,6 +322,14 @@ func bench(o options) error {
 	base := (runs[0].res.Pct(99) + runs[2].res.Pct(99)) / 2
 	fmt.Printf("invoke p99 with subscribers / without: %.2f  (%s vs %s and %s)\n",
 		float64(loaded.res.Pct(99))/float64(base), h.FmtDur(loaded.res.Pct(99)), h.FmtDur(runs[0].res.Pct(99)), h.FmtDur(runs[2].res.Pct(99)))
+	if control != nil {
+		measured := "n/a"
+		if spun >= 0 {
+			measured = fmt.Sprintf("%.2f", spun)
+		}
+		fmt.Printf("invoke p99 with another process burning the loaded run's extra CPU (%.2f cores asked, %s measured) / without: %.2f  (%s)\n",
+			spunAsked, measured, float64(control.res.Pct(99))/float64(base), h.FmtDur(control.res.Pct(99)))
+	}
 	fmt.Printf("subscriptions open: %d of %d (%d failed) on %d connections of %d subjects, in %s\n",
 		okSubs, o.subscribers, failedSubs, conns, buyerSubjects*o.tenants+providerSubjects, h.FmtDur(openTook))
 	fmt.Printf("delivery delay, answer -> first message reflecting the call, over %d (subscriber, call) pairs:\n", d.pairs)
@@ -321,7 +350,7 @@ func bench(o options) error {
 		fmt.Printf("service write syscalls: %.0f/s during the loaded run, %.2f per message delivered (invoke answers, Langflow and PostgreSQL included)\n",
 			perSec, perSec/(float64(msgs)/float64(secs)))
 	}
-	fmt.Printf("subscriber process CPU during the loaded run: %.2f cores\n", (subCPU1-subCPU0)/loaded.end.Sub(loaded.start).Seconds())
+	fmt.Printf("subscriber process CPU during the loaded run: %.2f cores\n", subCores)
 	perSub := "n/a"
 	if rssBeforeErr == nil && rssAfterErr == nil && okSubs > 0 {
 		perSub = fmt.Sprintf("%.1f KiB", float64(rssAfter-rssBefore)/float64(okSubs))

@@ -35,10 +35,11 @@ import (
 )
 
 func main() {
-	role := flag.String("role", "", "") // hidden: upstream | subscribers (children)
+	role := flag.String("role", "", "") // hidden: upstream | subscribers | spinner (children)
 	lifetime := flag.Duration("lifetime", 30*time.Minute, "")
 	specPath := flag.String("spec", "", "")
 	outPath := flag.String("out", "", "")
+	cores := flag.Float64("cores", 0, "") // hidden: the spinner's load
 	var o options
 	flag.IntVar(&o.subscribers, "subscribers", 1000, "usageStats subscriptions held open")
 	flag.IntVar(&o.tenants, "tenants", 100, "buyer tenants the subscriptions and invokes are spread over")
@@ -50,6 +51,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "", "use this agentregistry binary instead of building one (e.g. to keep it for perf symbols)")
 	flag.BoolVar(&o.recent, "recent", true, "select recent { requestID } in each message (false: the day count only, to see what the list costs)")
 	flag.BoolVar(&o.hold, "perf-pause", false, "print the service pid and wait 3s before the loaded run (to attach perf)")
+	flag.BoolVar(&o.control, "control", true, "add a run without subscribers while another process burns the CPU the loaded run added (see control.go)")
 	flag.Parse()
 
 	var err error
@@ -58,6 +60,8 @@ func main() {
 		err = h.ServeRole(*role, "", *lifetime)
 	case "subscribers":
 		err = runSubscribers(*specPath, *outPath, *lifetime)
+	case "spinner":
+		err = runSpinner(*cores, *lifetime)
 	case "":
 		err = bench(o)
 	default:
