@@ -7,7 +7,6 @@ import (
 	"os/signal"
 	"runtime"
 	"strconv"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -21,28 +20,29 @@ import (
 // extra CPU and the stand-in's). A ratio close to the loaded run's says the machine's
 // cores, not the delivery path, set it.
 
-// spinPeriod is one spinner worker's cycle: a spin, then a sleep.
-const spinPeriod = time.Millisecond
+// spinSleep is the sleep between a spinner worker's spins: short, so that the load comes
+// in slices of about a millisecond, as the service's deliveries do.
+const spinSleep = 750 * time.Microsecond
 
 // runSpinner burns about cores of CPU in short slices spread over the machine's CPUs,
-// until SIGTERM or lifetime. Each worker spins for its share of every cycle, sized from
-// the time its last sleep really took (sleeps overshoot), so the duty holds.
+// until SIGTERM or lifetime, when the process exits with its workers. Each worker spins
+// for its share of every cycle, sized from the time its last sleep really took (sleeps
+// overshoot), so the duty holds.
 func runSpinner(cores float64, lifetime time.Duration) error {
 	workers := runtime.NumCPU()
 	duty := min(cores/float64(workers), 0.9)
 	if duty <= 0 {
 		return fmt.Errorf("spinner: -cores %v", cores)
 	}
-	var stop atomic.Bool
 	for range workers {
 		go func() {
-			slept := spinPeriod
-			for !stop.Load() {
+			slept := spinSleep
+			for {
 				spin := time.Duration(float64(slept) * duty / (1 - duty))
 				for t0 := time.Now(); time.Since(t0) < spin; {
 				}
 				t1 := time.Now()
-				time.Sleep(spinPeriod - spinPeriod/4)
+				time.Sleep(spinSleep)
 				slept = time.Since(t1)
 			}
 		}()
@@ -54,7 +54,6 @@ func runSpinner(cores float64, lifetime time.Duration) error {
 	case <-sig:
 	case <-time.After(lifetime):
 	}
-	stop.Store(true)
 	return nil
 }
 
