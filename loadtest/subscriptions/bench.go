@@ -30,6 +30,7 @@ type options struct {
 	providerShare, configShare float64
 	dbURL, bin                 string
 	hold, recent, control      bool
+	replica                    bool // hold the subscriptions on a second replica
 }
 
 // planned is one subscription of the plan: whose calls it should see.
@@ -183,7 +184,21 @@ func bench(o options) error {
 	// The spec of connections: each subject's subscriptions in connections of at most
 	// subsPerConn, the subjects of a tenant taking turns.
 	time.Sleep(time.Second) // the last calls' NOTIFYs are in before the first loads
-	sp, conns, err := buildSpec(svc.Base, iss, &w, plan)
+	// Where the subscriptions are held: in the gateway's own process, or with -replica in
+	// a second replica on the same database, which leaves the gateway's process none of
+	// their work (the README's "Live usage" section says why one would deploy so).
+	subsBase, holder := svc.Base, pid
+	var replica *h.Child
+	if o.replica {
+		fmt.Fprintln(os.Stderr, "starting a second replica to hold the subscriptions…")
+		var base string
+		if replica, base, err = svc.StartReplica(ctx, bin); err != nil {
+			return err
+		}
+		defer replica.Stop()
+		subsBase, holder = base, replica.Pid()
+	}
+	sp, conns, err := buildSpec(subsBase, iss, &w, plan)
 	if err != nil {
 		return err
 	}
@@ -197,7 +212,7 @@ func bench(o options) error {
 		return err
 	}
 	runtime.GC()
-	rssBefore, rssBeforeErr := h.ProcStatusKB(pid, "VmRSS")
+	rssBefore, rssBeforeErr := h.ProcStatusKB(holder, "VmRSS")
 	fmt.Fprintf(os.Stderr, "opening %d subscriptions on %d connections…\n", o.subscribers, conns)
 	self, err := os.Executable()
 	if err != nil {
@@ -218,18 +233,19 @@ func bench(o options) error {
 	var okSubs, failedSubs int
 	fmt.Sscan(line, &okSubs, &failedSubs)
 	time.Sleep(2 * time.Second) // let the opening's garbage be collected before reading RSS
-	rssAfter, rssAfterErr := h.ProcStatusKB(pid, "VmRSS")
+	rssAfter, rssAfterErr := h.ProcStatusKB(holder, "VmRSS")
 	fmt.Fprintf(os.Stderr, "  %d open, %d failed in %s\n", okSubs, failedSubs, h.FmtDur(openTook))
 
 	if o.hold {
-		fmt.Fprintf(os.Stderr, "service pid %d: loaded run starts in 3s\n", pid)
+		fmt.Fprintf(os.Stderr, "service pid %d, subscriptions held by pid %d: loaded run starts in 3s\n", pid, holder)
 		time.Sleep(3 * time.Second)
 	}
 	var mu sync.Mutex
 	calls := make([][]call, len(w.Tenants))
 	other := 0
 	subCPU0, _ := h.CPUTime(subs.Pid())
-	writes0, writesErr := h.WriteSyscalls(pid)
+	holderCPU0, holderErr0 := h.CPUTime(holder)
+	writes0, writesErr := h.WriteSyscalls(holder)
 	loaded := measure(fmt.Sprintf("invoke, %d subscribers", okSubs), func(a h.Answer) {
 		mu.Lock()
 		defer mu.Unlock()
@@ -240,14 +256,15 @@ func bench(o options) error {
 		}
 	})
 	subCPU1, _ := h.CPUTime(subs.Pid())
-	writes1, writesErr2 := h.WriteSyscalls(pid)
+	holderCPU1, holderErr1 := h.CPUTime(holder)
+	writes1, writesErr2 := h.WriteSyscalls(holder)
 	// Deliveries of the last calls arrive within an interval or two when the service
 	// keeps up; when it does not they lag by seconds, and a short tail would report
 	// them as never delivered rather than late.
 	tail := 10 * time.Second
 	time.Sleep(tail)
-	peakRSS, peakErr := h.ProcStatusKB(pid, "VmHWM")
-	rssLoaded, rssLoadedErr := h.ProcStatusKB(pid, "VmRSS")
+	peakRSS, peakErr := h.ProcStatusKB(holder, "VmHWM")
+	rssLoaded, rssLoadedErr := h.ProcStatusKB(holder, "VmRSS")
 	stdin.Close()
 	if err := subs.Wait(2 * time.Minute); err != nil {
 		return fmt.Errorf("subscribers: %w", err)
@@ -260,11 +277,20 @@ func bench(o options) error {
 	time.Sleep(2 * time.Second) // the closed connections' goroutines wind down
 	after := measure("invoke, no subscribers (after)", nil)
 	subCores := (subCPU1 - subCPU0) / loaded.end.Sub(loaded.start).Seconds()
+	// The replica's whole CPU is the subscriptions' (it serves nothing else).
+	replicaCores := -1.0
+	if replica != nil && holderErr0 == nil && holderErr1 == nil {
+		replicaCores = (holderCPU1 - holderCPU0) / loaded.end.Sub(loaded.start).Seconds()
+	}
 
 	// The control run (control.go): the loaded run's extra CPU, burnt by another process.
 	var control *run
 	var spunAsked, spun float64
-	if extra := loaded.cores - (runs[0].cores+after.cores)/2 + subCores; o.control && extra > 0.01 {
+	extra := loaded.cores - (runs[0].cores+after.cores)/2 + subCores
+	if replicaCores > 0 {
+		extra += replicaCores
+	}
+	if o.control && extra > 0.01 {
 		fmt.Fprintf(os.Stderr, "invokes without subscribers, %.2f cores burnt elsewhere…\n", extra)
 		// The control is extra: without it the runs above still stand.
 		if sp, err := startSpinner(extra, lifetime); err != nil {
@@ -296,6 +322,9 @@ func bench(o options) error {
 	}
 	fmt.Printf("subscriptions benchmark: %d subscribers (%d provider-wide, %d by tenant+config, rest by tenant) over %d tenants, %d invokes/s for %s; selection { %s }\n",
 		o.subscribers, nProv, countKind(plan, "config"), o.tenants, o.rate, o.duration, sel)
+	if o.replica {
+		fmt.Println("subscriptions held by a second replica on the same database; the invokes go to the first, which holds none")
+	}
 	fmt.Printf("machine: %d CPUs, load average before %s, after %s; open-file limit %s\n",
 		runtime.NumCPU(), loadBefore, h.LoadAvg(), fmtLimit(fdLimit, fdErr))
 	fmt.Println()
@@ -348,16 +377,26 @@ func bench(o options) error {
 	if secs > 0 && writesErr == nil && writesErr2 == nil && msgs > 0 {
 		// Invokes write too (answers, Langflow, PostgreSQL), a few per call.
 		perSec := float64(writes1-writes0) / loaded.end.Sub(loaded.start).Seconds()
-		fmt.Printf("service write syscalls: %.0f/s during the loaded run, %.2f per message delivered (invoke answers, Langflow and PostgreSQL included)\n",
-			perSec, perSec/(float64(msgs)/float64(secs)))
+		what := "service write syscalls: %.0f/s during the loaded run, %.2f per message delivered (invoke answers, Langflow and PostgreSQL included)\n"
+		if replica != nil {
+			what = "replica write syscalls: %.0f/s during the loaded run, %.2f per message delivered (its bus and health checks included)\n"
+		}
+		fmt.Printf(what, perSec, perSec/(float64(msgs)/float64(secs)))
 	}
 	fmt.Printf("subscriber process CPU during the loaded run: %.2f cores\n", subCores)
+	if replicaCores >= 0 {
+		fmt.Printf("replica CPU during the loaded run: %.2f cores (the gateway's process: the table's service CPU)\n", replicaCores)
+	}
 	perSub := "n/a"
 	if rssBeforeErr == nil && rssAfterErr == nil && okSubs > 0 {
 		perSub = fmt.Sprintf("%.1f KiB", float64(rssAfter-rssBefore)/float64(okSubs))
 	}
-	fmt.Printf("service RSS: before subscribing %s, after %s -> %s per subscriber; after the loaded run %s, peak (VmHWM) %s\n",
-		h.FmtKB(rssBefore, rssBeforeErr), h.FmtKB(rssAfter, rssAfterErr), perSub, h.FmtKB(rssLoaded, rssLoadedErr), h.FmtKB(peakRSS, peakErr))
+	holderName := "service"
+	if replica != nil {
+		holderName = "replica"
+	}
+	fmt.Printf("%s RSS: before subscribing %s, after %s -> %s per subscriber; after the loaded run %s, peak (VmHWM) %s\n",
+		holderName, h.FmtKB(rssBefore, rssBeforeErr), h.FmtKB(rssAfter, rssAfterErr), perSub, h.FmtKB(rssLoaded, rssLoadedErr), h.FmtKB(peakRSS, peakErr))
 	if other > 0 {
 		fmt.Printf("loaded run: %d invokes without a 2xx answer are left out of the delays\n", other)
 	}

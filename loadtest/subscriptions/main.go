@@ -51,6 +51,7 @@ func main() {
 	flag.StringVar(&o.bin, "bin", "", "use this agentregistry binary instead of building one (e.g. to keep it for perf symbols)")
 	flag.BoolVar(&o.recent, "recent", true, "select recent { requestID } in each message (false: the day count only, to see what the list costs)")
 	flag.BoolVar(&o.hold, "perf-pause", false, "print the service pid and wait 3s before the loaded run (to attach perf)")
+	flag.BoolVar(&o.replica, "replica", false, "hold the subscriptions on a second replica of the service (same database, the PostgreSQL bus between them) while the invokes go to the first")
 	flag.BoolVar(&o.control, "control", true, "add a run without subscribers while another process burns the CPU the loaded run added (see control.go)")
 	flag.Parse()
 

@@ -193,6 +193,31 @@ func StartService(ctx context.Context, opts ServiceOptions) (_ *Service, err err
 	return s, nil
 }
 
+// StartReplica starts a second `agentregistry serve` of bin on the service's database and
+// configuration, on a port of its own: a replica, which shares the service's state
+// through PostgreSQL (usage events travel between the two on its LISTEN/NOTIFY bus).
+// The caller stops it; Close does not.
+func (s *Service) StartReplica(ctx context.Context, bin string) (*Child, string, error) {
+	addr, err := FreePort()
+	if err != nil {
+		return nil, "", err
+	}
+	env := maps.Clone(s.EnvVars)
+	env["ADDR"] = addr
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = ServiceEnv(env)
+	c, _, err := StartChild("replica", cmd, "agentregistry listening on ")
+	if err != nil {
+		return nil, "", err
+	}
+	base := "http://" + addr
+	if _, err := WaitReady(ctx, base+"/readyz", 60*time.Second); err != nil {
+		c.Stop()
+		return nil, "", err
+	}
+	return c, base, nil
+}
+
 // Getenv reads the service's configuration as the service sees it (for
 // server.LoadConfig in a Prepare).
 func (s *Service) Getenv(k string) string {
