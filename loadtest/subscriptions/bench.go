@@ -379,7 +379,7 @@ func bench(o options) error {
 		perSec := float64(writes1-writes0) / loaded.end.Sub(loaded.start).Seconds()
 		what := "service write syscalls: %.0f/s during the loaded run, %.2f per message delivered (invoke answers, Langflow and PostgreSQL included)\n"
 		if replica != nil {
-			what = "replica write syscalls: %.0f/s during the loaded run, %.2f per message delivered (its bus and health checks included)\n"
+			what = "replica write syscalls: %.0f/s during the loaded run, %.2f per message delivered (its database connections included)\n"
 		}
 		fmt.Printf(what, perSec, perSec/(float64(msgs)/float64(secs)))
 	}
