@@ -175,7 +175,7 @@ func (r *EntResolver) Resolve(ctx context.Context, configID pulid.ID) (Target, e
 	switch {
 	case ok && now.Before(e.expires):
 		if due {
-			r.load(ctx, configID, gen)
+			r.load(ctx, configID, gen, false)
 		}
 		return e.target, e.err
 	case ok && e.err == nil && now.Before(e.expires.Add(r.maxStale)):
@@ -188,7 +188,7 @@ func (r *EntResolver) Resolve(ctx context.Context, configID pulid.ID) (Target, e
 	select {
 	case <-ctx.Done():
 		return Target{}, ctx.Err()
-	case res := <-r.load(ctx, configID, gen):
+	case res := <-r.load(ctx, configID, gen, true):
 		if res.Err != nil {
 			return Target{}, res.Err
 		}
@@ -200,7 +200,7 @@ func (r *EntResolver) Resolve(ctx context.Context, configID pulid.ID) (Target, e
 // reloadOrStale reloads a known config whose TTL is over, waiting at most ReloadWait:
 // the fresh config if it comes in time, else the stale one.
 func (r *EntResolver) reloadOrStale(ctx context.Context, configID pulid.ID, gen uint64, stale Target) (Target, error) {
-	ch := r.load(ctx, configID, gen)
+	ch := r.load(ctx, configID, gen, false)
 	wait := time.NewTimer(r.reloadWait)
 	defer wait.Stop()
 	select {
@@ -221,8 +221,16 @@ func (r *EntResolver) reloadOrStale(ctx context.Context, configID pulid.ID, gen 
 // load starts loading configID, or joins the load in flight; it does not wait. The
 // result is cached (a failure is not) and delivered on the channel, which needs no
 // reader.
-func (r *EntResolver) load(ctx context.Context, configID pulid.ID, gen uint64) <-chan singleflight.Result {
+func (r *EntResolver) load(ctx context.Context, configID pulid.ID, gen uint64, missed bool) <-chan singleflight.Result {
 	return r.group.DoChan(string(configID), func() (any, error) {
+		// A caller that found no usable entry just before the previous load stored one,
+		// and came here just after that load ended, takes the entry rather than reading
+		// the database a second time. Reloads of a config in use (missed false) read.
+		if missed {
+			if e, ok := r.fresh(configID, gen); ok {
+				return resolved{target: e.target, err: e.err}, nil
+			}
+		}
 		// Not under any one caller's context: the load is shared by every waiter, and a
 		// background reload outlives the call that started it.
 		lctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), loadTimeout)
@@ -247,6 +255,18 @@ func (r *EntResolver) Invalidate(configID pulid.ID) {
 	r.gen++
 	r.mu.Unlock()
 	r.group.Forget(string(configID))
+}
+
+// fresh returns id's cached entry if it is unexpired and was stored in generation gen.
+func (r *EntResolver) fresh(id pulid.ID, gen uint64) (resolved, bool) {
+	now := r.now()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	e, ok := r.cache[id]
+	if !ok || r.gen != gen || !now.Before(e.expires) {
+		return resolved{}, false
+	}
+	return e, true
 }
 
 func (r *EntResolver) put(id pulid.ID, e resolved, gen uint64) {
