@@ -127,6 +127,21 @@ func bench(o options) error {
 	}
 	defer svc.Close()
 	pid := svc.Pid()
+	// Where the subscriptions are held: in the gateway's own process, or with -replica in
+	// a second replica on the same database, which leaves the gateway's process none of
+	// their work (the README's "Live usage" section says why one would deploy so). It starts
+	// before the first run, so that every run has the same processes.
+	subsBase, holder := svc.Base, pid
+	var replica *h.Child
+	if o.replica {
+		fmt.Fprintln(os.Stderr, "starting a second replica to hold the subscriptions…")
+		var base string
+		if replica, base, err = svc.StartReplica(ctx, bin); err != nil {
+			return err
+		}
+		defer replica.Stop()
+		subsBase, holder = base, replica.Pid()
+	}
 	loadBefore := h.LoadAvg()
 
 	targets := make([]h.Target, len(w.Tenants))
@@ -184,20 +199,6 @@ func bench(o options) error {
 	// The spec of connections: each subject's subscriptions in connections of at most
 	// subsPerConn, the subjects of a tenant taking turns.
 	time.Sleep(time.Second) // the last calls' NOTIFYs are in before the first loads
-	// Where the subscriptions are held: in the gateway's own process, or with -replica in
-	// a second replica on the same database, which leaves the gateway's process none of
-	// their work (the README's "Live usage" section says why one would deploy so).
-	subsBase, holder := svc.Base, pid
-	var replica *h.Child
-	if o.replica {
-		fmt.Fprintln(os.Stderr, "starting a second replica to hold the subscriptions…")
-		var base string
-		if replica, base, err = svc.StartReplica(ctx, bin); err != nil {
-			return err
-		}
-		defer replica.Stop()
-		subsBase, holder = base, replica.Pid()
-	}
 	sp, conns, err := buildSpec(subsBase, iss, &w, plan)
 	if err != nil {
 		return err
@@ -237,7 +238,11 @@ func bench(o options) error {
 	fmt.Fprintf(os.Stderr, "  %d open, %d failed in %s\n", okSubs, failedSubs, h.FmtDur(openTook))
 
 	if o.hold {
-		fmt.Fprintf(os.Stderr, "service pid %d, subscriptions held by pid %d: loaded run starts in 3s\n", pid, holder)
+		if replica != nil {
+			fmt.Fprintf(os.Stderr, "service pid %d, subscriptions held by pid %d: loaded run starts in 3s\n", pid, holder)
+		} else {
+			fmt.Fprintf(os.Stderr, "service pid %d: loaded run starts in 3s\n", pid)
+		}
 		time.Sleep(3 * time.Second)
 	}
 	var mu sync.Mutex
