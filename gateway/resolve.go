@@ -257,7 +257,8 @@ func (r *EntResolver) Invalidate(configID pulid.ID) {
 	r.group.Forget(string(configID))
 }
 
-// fresh returns id's cached entry if it is unexpired and was stored in generation gen.
+// fresh returns id's cached entry if it is unexpired and nothing was invalidated since
+// generation gen (the caller's view of the cache).
 func (r *EntResolver) fresh(id pulid.ID, gen uint64) (resolved, bool) {
 	now := r.now()
 	r.mu.Lock()
