@@ -131,7 +131,7 @@ func bench(o options) error {
 	// a second replica on the same database, which leaves the gateway's process none of
 	// their work (the README's "Live usage" section says why one would deploy so). It starts
 	// before the first run, so that every run has the same processes.
-	subsBase, holder := svc.Base, pid
+	subsBase, holder, holderName := svc.Base, pid, "service"
 	var replica *h.Child
 	if o.replica {
 		fmt.Fprintln(os.Stderr, "starting a second replica to hold the subscriptions…")
@@ -140,7 +140,7 @@ func bench(o options) error {
 			return err
 		}
 		defer replica.Stop()
-		subsBase, holder = base, replica.Pid()
+		subsBase, holder, holderName = base, replica.Pid(), "replica"
 	}
 	loadBefore := h.LoadAvg()
 
@@ -238,11 +238,7 @@ func bench(o options) error {
 	fmt.Fprintf(os.Stderr, "  %d open, %d failed in %s\n", okSubs, failedSubs, h.FmtDur(openTook))
 
 	if o.hold {
-		if replica != nil {
-			fmt.Fprintf(os.Stderr, "service pid %d, subscriptions held by pid %d: loaded run starts in 3s\n", pid, holder)
-		} else {
-			fmt.Fprintf(os.Stderr, "service pid %d: loaded run starts in 3s\n", pid)
-		}
+		fmt.Fprintf(os.Stderr, "service pid %d, subscriptions held by the %s (pid %d): loaded run starts in 3s\n", pid, holderName, holder)
 		time.Sleep(3 * time.Second)
 	}
 	var mu sync.Mutex
@@ -292,7 +288,7 @@ func bench(o options) error {
 	var control *run
 	var spunAsked, spun float64
 	extra := loaded.cores - (runs[0].cores+after.cores)/2 + subCores
-	if replicaCores > 0 {
+	if replicaCores >= 0 {
 		extra += replicaCores
 	}
 	if o.control && extra > 0.01 {
@@ -382,11 +378,12 @@ func bench(o options) error {
 	if secs > 0 && writesErr == nil && writesErr2 == nil && msgs > 0 {
 		// Invokes write too (answers, Langflow, PostgreSQL), a few per call.
 		perSec := float64(writes1-writes0) / loaded.end.Sub(loaded.start).Seconds()
-		what := "service write syscalls: %.0f/s during the loaded run, %.2f per message delivered (invoke answers, Langflow and PostgreSQL included)\n"
+		includes := "invoke answers, Langflow and PostgreSQL included"
 		if replica != nil {
-			what = "replica write syscalls: %.0f/s during the loaded run, %.2f per message delivered (its database connections included)\n"
+			includes = "its database connections included"
 		}
-		fmt.Printf(what, perSec, perSec/(float64(msgs)/float64(secs)))
+		fmt.Printf("%s write syscalls: %.0f/s during the loaded run, %.2f per message delivered (%s)\n",
+			holderName, perSec, perSec/(float64(msgs)/float64(secs)), includes)
 	}
 	fmt.Printf("subscriber process CPU during the loaded run: %.2f cores\n", subCores)
 	if replicaCores >= 0 {
@@ -395,10 +392,6 @@ func bench(o options) error {
 	perSub := "n/a"
 	if rssBeforeErr == nil && rssAfterErr == nil && okSubs > 0 {
 		perSub = fmt.Sprintf("%.1f KiB", float64(rssAfter-rssBefore)/float64(okSubs))
-	}
-	holderName := "service"
-	if replica != nil {
-		holderName = "replica"
 	}
 	fmt.Printf("%s RSS: before subscribing %s, after %s -> %s per subscriber; after the loaded run %s, peak (VmHWM) %s\n",
 		holderName, h.FmtKB(rssBefore, rssBeforeErr), h.FmtKB(rssAfter, rssAfterErr), perSub, h.FmtKB(rssLoaded, rssLoadedErr), h.FmtKB(peakRSS, peakErr))

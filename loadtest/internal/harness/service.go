@@ -181,16 +181,28 @@ func StartService(ctx context.Context, opts ServiceOptions) (_ *Service, err err
 			return nil, err
 		}
 	}
-	cmd := exec.Command(opts.Bin, "serve")
-	cmd.Env = s.Env
-	if s.Child, _, err = StartChild("service", cmd, "agentregistry listening on "); err != nil {
-		return nil, err
-	}
-	s.Base = "http://" + addr
-	if _, err = WaitReady(ctx, s.Base+"/readyz", 60*time.Second); err != nil {
+	if s.Child, s.Base, err = startServe(ctx, "service", opts.Bin, s.Env, addr); err != nil {
 		return nil, err
 	}
 	return s, nil
+}
+
+// startServe runs `bin serve` with env (which must listen on addr) as a child named
+// name, and waits until it is ready. It returns the child and its base URL; on failure
+// the child is stopped.
+func startServe(ctx context.Context, name, bin string, env []string, addr string) (*Child, string, error) {
+	cmd := exec.Command(bin, "serve")
+	cmd.Env = env
+	c, _, err := StartChild(name, cmd, "agentregistry listening on ")
+	if err != nil {
+		return nil, "", err
+	}
+	base := "http://" + addr
+	if _, err := WaitReady(ctx, base+"/readyz", 60*time.Second); err != nil {
+		c.Stop()
+		return nil, "", err
+	}
+	return c, base, nil
 }
 
 // StartReplica starts a second `agentregistry serve` of bin on the service's database and
@@ -204,18 +216,7 @@ func (s *Service) StartReplica(ctx context.Context, bin string) (*Child, string,
 	}
 	env := maps.Clone(s.EnvVars)
 	env["ADDR"] = addr
-	cmd := exec.Command(bin, "serve")
-	cmd.Env = ServiceEnv(env)
-	c, _, err := StartChild("replica", cmd, "agentregistry listening on ")
-	if err != nil {
-		return nil, "", err
-	}
-	base := "http://" + addr
-	if _, err := WaitReady(ctx, base+"/readyz", 60*time.Second); err != nil {
-		c.Stop()
-		return nil, "", err
-	}
-	return c, base, nil
+	return startServe(ctx, "replica", bin, ServiceEnv(env), addr)
 }
 
 // Getenv reads the service's configuration as the service sees it (for
