@@ -353,6 +353,12 @@ func bench(o options) error {
 	base := (runs[0].res.Pct(99) + runs[2].res.Pct(99)) / 2
 	fmt.Printf("invoke p99 with subscribers / without: %.2f  (%s vs %s and %s)\n",
 		float64(loaded.res.Pct(99))/float64(base), h.FmtDur(loaded.res.Pct(99)), h.FmtDur(runs[0].res.Pct(99)), h.FmtDur(runs[2].res.Pct(99)))
+	// The two runs without subscribers measure the same thing: how far apart they are is
+	// how finely one run of this machine can tell a ratio from 1.
+	if lo, hi := min(runs[0].res.Pct(99), runs[2].res.Pct(99)), max(runs[0].res.Pct(99), runs[2].res.Pct(99)); lo > 0 {
+		fmt.Printf("invoke p99 of the two runs without subscribers, higher / lower: %.2f  (the same work twice: a ratio with subscribers no further from 1 than this is within the machine's noise)\n",
+			float64(hi)/float64(lo))
+	}
 	if control != nil {
 		measured := "n/a"
 		if spun >= 0 {
