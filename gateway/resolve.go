@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"sync"
 	"time"
 
@@ -222,7 +223,17 @@ func (r *EntResolver) reloadOrStale(ctx context.Context, configID pulid.ID, gen 
 // result is cached (a failure is not) and delivered on the channel, which needs no
 // reader.
 func (r *EntResolver) load(ctx context.Context, configID pulid.ID, gen uint64, missed bool) <-chan singleflight.Result {
-	return r.group.DoChan(string(configID), func() (any, error) {
+	return r.group.DoChan(string(configID), func() (_ any, err error) {
+		// singleflight re-raises a panic of a load that DoChan callers wait for on a
+		// goroutine of its own, where nothing recovers it: one bad row would stop every
+		// tenant's calls. The load fails instead, like a failed read (not cached).
+		defer func() {
+			if p := recover(); p != nil {
+				r.log.LogAttrs(ctx, slog.LevelError, "gateway: loading a config panicked",
+					slog.String("config_id", string(configID)), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+				err = fmt.Errorf("gateway: loading config %s panicked", configID)
+			}
+		}()
 		// A caller that found no usable entry just before the previous load stored one,
 		// and came here just after that load ended, takes the entry rather than reading
 		// the database a second time. Reloads of a config in use (missed false) read.

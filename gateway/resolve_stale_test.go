@@ -5,6 +5,7 @@ import (
 	"errors"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -183,6 +184,39 @@ func TestEntResolverNeverLoadedConfigFails(t *testing.T) {
 	}
 	if e.rt.Calls() != 0 {
 		t.Fatal("Langflow was called without a config")
+	}
+}
+
+// A load that panics (a bug meeting a row it did not expect) fails that call with 503;
+// it must not take the process down. singleflight re-raises the panics of DoChan loads on
+// a goroutine of their own, which ends the process unless the load recovers.
+func TestEntResolverPanickingLoadFailsTheCallOnly(t *testing.T) {
+	e := newEnv(t, envOptions{})
+	f := e.seed(fixtureOptions{})
+	var boom atomic.Bool
+	e.client.AgentConfig.Intercept(ent.TraverseFunc(func(context.Context, ent.Query) error {
+		if boom.Load() {
+			panic("unexpected row: secret-looking detail")
+		}
+		return nil
+	}))
+	secret := e.secret(f)
+	boom.Store(true)
+	resp := e.invoke(secret, `{"input":"hi"}`)
+	if resp.status != http.StatusServiceUnavailable || resp.code(t) != gateway.CodeRuntimeUnavailable {
+		t.Fatalf("status %d: %s", resp.status, resp.body)
+	}
+	if strings.Contains(string(resp.body), "secret-looking") || strings.Contains(string(resp.body), "panic") {
+		t.Fatalf("the answer shows the panic: %s", resp.body)
+	}
+	if e.rt.Calls() != 0 {
+		t.Fatal("Langflow was called without a config")
+	}
+
+	// The failure was not cached: once the load works, so does the call.
+	boom.Store(false)
+	if resp := e.invoke(secret, `{"input":"hi"}`); resp.status != http.StatusOK {
+		t.Fatalf("after the panic: status %d: %s", resp.status, resp.body)
 	}
 }
 
