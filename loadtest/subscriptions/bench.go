@@ -45,12 +45,12 @@ type call struct {
 	answered int64 // Unix ns
 }
 
-func bench(o options) error {
+func bench(o options) (outcome, error) {
 	switch {
 	case o.dbURL == "":
-		return fmt.Errorf("no PostgreSQL: set BENCH_DATABASE_URL or TEST_DATABASE_URL, or pass -db")
+		return outcome{}, fmt.Errorf("no PostgreSQL: set BENCH_DATABASE_URL or TEST_DATABASE_URL, or pass -db")
 	case o.subscribers <= 0 || o.tenants <= 0 || o.rate <= 0 || o.duration <= 0:
-		return fmt.Errorf("-subscribers, -tenants, -rate and -duration must be positive")
+		return outcome{}, fmt.Errorf("-subscribers, -tenants, -rate and -duration must be positive")
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -61,22 +61,22 @@ func bench(o options) error {
 
 	tmp, err := os.MkdirTemp("", "bench-subscriptions-")
 	if err != nil {
-		return err
+		return outcome{}, err
 	}
 	defer os.RemoveAll(tmp)
 	fmt.Fprintln(os.Stderr, "building agentregistry…")
 	bin, err := h.BuildService(ctx, tmp, o.bin)
 	if err != nil {
-		return err
+		return outcome{}, err
 	}
 	up, upURL, err := h.StartRole("upstream", lifetime)
 	if err != nil {
-		return err
+		return outcome{}, err
 	}
 	defer up.Stop()
 	iss, err := startIssuer()
 	if err != nil {
-		return err
+		return outcome{}, err
 	}
 	defer iss.close()
 
@@ -123,7 +123,7 @@ func bench(o options) error {
 		},
 	})
 	if err != nil {
-		return err
+		return outcome{}, err
 	}
 	defer svc.Close()
 	pid := svc.Pid()
@@ -137,7 +137,7 @@ func bench(o options) error {
 		fmt.Fprintln(os.Stderr, "starting a second replica to hold the subscriptions…")
 		var base string
 		if replica, base, err = svc.StartReplica(ctx, bin); err != nil {
-			return err
+			return outcome{}, err
 		}
 		defer replica.Stop()
 		subsBase, holder, holderName = base, replica.Pid(), "replica"
@@ -160,7 +160,7 @@ func bench(o options) error {
 
 	// Warm-up: every key verified and cached, pools grown. Not shown.
 	if r := h.OpenLoop(ctx, client, targets, o.rate, min(o.duration, 3*time.Second), nil); r.OK == 0 {
-		return fmt.Errorf("warm-up: no 2xx answer (%s)", r.FirstErr)
+		return outcome{}, fmt.Errorf("warm-up: no 2xx answer (%s)", r.FirstErr)
 	}
 	runs := []*run{}
 	measure := func(label string, onAnswer func(h.Answer)) *run {
@@ -193,7 +193,7 @@ func bench(o options) error {
 	fmt.Fprintln(os.Stderr, "invokes without subscribers…")
 	measure("invoke, no subscribers (before)", nil)
 	if ctx.Err() != nil {
-		return ctx.Err()
+		return outcome{}, ctx.Err()
 	}
 
 	// The spec of connections: each subject's subscriptions in connections of at most
@@ -201,7 +201,7 @@ func bench(o options) error {
 	time.Sleep(time.Second) // the last calls' NOTIFYs are in before the first loads
 	sp, conns, err := buildSpec(subsBase, iss, &w, plan)
 	if err != nil {
-		return err
+		return outcome{}, err
 	}
 	sp.Query = queryCounts
 	if o.recent {
@@ -210,24 +210,24 @@ func bench(o options) error {
 	specPath, outPath := filepath.Join(tmp, "spec.json"), filepath.Join(tmp, "report.gob")
 	b, _ := json.Marshal(sp)
 	if err := os.WriteFile(specPath, b, 0o600); err != nil {
-		return err
+		return outcome{}, err
 	}
 	runtime.GC()
 	rssBefore, rssBeforeErr := h.ProcStatusKB(holder, "VmRSS")
 	fmt.Fprintf(os.Stderr, "opening %d subscriptions on %d connections…\n", o.subscribers, conns)
 	self, err := os.Executable()
 	if err != nil {
-		return err
+		return outcome{}, err
 	}
 	cmd := exec.Command(self, "-role", "subscribers", "-lifetime", lifetime.String(), "-spec", specPath, "-out", outPath)
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
-		return err
+		return outcome{}, err
 	}
 	opened := time.Now()
 	subs, line, err := h.StartChildWithin("subscribers", cmd, "subscribed ", 10*time.Minute)
 	if err != nil {
-		return err
+		return outcome{}, err
 	}
 	defer subs.Stop()
 	openTook := time.Since(opened)
@@ -268,11 +268,11 @@ func bench(o options) error {
 	rssLoaded, rssLoadedErr := h.ProcStatusKB(holder, "VmRSS")
 	stdin.Close()
 	if err := subs.Wait(2 * time.Minute); err != nil {
-		return fmt.Errorf("subscribers: %w", err)
+		return outcome{}, fmt.Errorf("subscribers: %w", err)
 	}
 	rep, err := readReport(outPath)
 	if err != nil {
-		return err
+		return outcome{}, err
 	}
 	fmt.Fprintln(os.Stderr, "invokes without subscribers again…")
 	time.Sleep(2 * time.Second) // the closed connections' goroutines wind down
@@ -351,21 +351,24 @@ func bench(o options) error {
 	fmt.Println(" mark takes CPU from the calls for its duration, which grows with the subscriptions' live heap)")
 	fmt.Println()
 	base := (runs[0].res.Pct(99) + runs[2].res.Pct(99)) / 2
+	out := outcome{ratio: float64(loaded.res.Pct(99)) / float64(base), spread: -1, control: -1}
 	fmt.Printf("invoke p99 with subscribers / without: %.2f  (%s vs %s and %s)\n",
-		float64(loaded.res.Pct(99))/float64(base), h.FmtDur(loaded.res.Pct(99)), h.FmtDur(runs[0].res.Pct(99)), h.FmtDur(runs[2].res.Pct(99)))
+		out.ratio, h.FmtDur(loaded.res.Pct(99)), h.FmtDur(runs[0].res.Pct(99)), h.FmtDur(runs[2].res.Pct(99)))
 	// The two runs without subscribers measure the same thing: how far apart they are is
 	// how finely one run of this machine can tell a ratio from 1.
 	if lo, hi := min(runs[0].res.Pct(99), runs[2].res.Pct(99)), max(runs[0].res.Pct(99), runs[2].res.Pct(99)); lo > 0 {
+		out.spread = float64(hi) / float64(lo)
 		fmt.Printf("invoke p99 of the two runs without subscribers, higher / lower: %.2f  (the same work twice: a ratio with subscribers no further from 1 than this is within the machine's noise)\n",
-			float64(hi)/float64(lo))
+			out.spread)
 	}
 	if control != nil {
 		measured := "n/a"
 		if spun >= 0 {
 			measured = fmt.Sprintf("%.2f", spun)
 		}
+		out.control = float64(control.res.Pct(99)) / float64(base)
 		fmt.Printf("invoke p99 with another process burning the loaded run's extra CPU (%.2f cores asked, %s measured) / without: %.2f  (%s)\n",
-			spunAsked, measured, float64(control.res.Pct(99))/float64(base), h.FmtDur(control.res.Pct(99)))
+			spunAsked, measured, out.control, h.FmtDur(control.res.Pct(99)))
 	}
 	fmt.Printf("subscriptions open: %d of %d (%d failed) on %d connections of %d subjects, in %s\n",
 		okSubs, o.subscribers, failedSubs, conns, buyerSubjects*o.tenants+providerSubjects, h.FmtDur(openTook))
@@ -415,7 +418,7 @@ func bench(o options) error {
 			fmt.Printf("errors in %s: %d (dropped %d), statuses %v, first: %s\n", ru.label, r.Errs, r.Dropped, r.Statuses, r.FirstErr)
 		}
 	}
-	return nil
+	return out, nil
 }
 
 type run struct {

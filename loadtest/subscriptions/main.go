@@ -19,7 +19,7 @@
 //
 // It asserts nothing about timings.
 //
-//	go run ./loadtest/subscriptions [-subscribers 1000] [-tenants 100] [-rate 200] [-duration 20s] [-recent=false] [-db URL] [-bin PATH]
+//	go run ./loadtest/subscriptions [-subscribers 1000] [-tenants 100] [-rate 200] [-duration 20s] [-recent=false] [-replica] [-repeat N] [-db URL] [-bin PATH]
 //
 // Linux only for memory and CPU figures (/proc). Every phase has a fixed length and
 // every helper process stops with the run (SIGTERM, Pdeathsig, and its own -lifetime).
@@ -53,6 +53,7 @@ func main() {
 	flag.BoolVar(&o.hold, "perf-pause", false, "print the service pid and wait 3s before the loaded run (to attach perf)")
 	flag.BoolVar(&o.replica, "replica", false, "hold the subscriptions on a second replica of the service (same database, the PostgreSQL bus between them) while the invokes go to the first")
 	flag.BoolVar(&o.control, "control", true, "add a run without subscribers while another process burns the CPU the loaded run added (see control.go)")
+	repeats := flag.Int("repeat", 1, "run the whole benchmark this many times (a fresh service and database each) and print the spread of the invoke p99 ratios (repeat.go)")
 	flag.Parse()
 
 	var err error
@@ -64,7 +65,11 @@ func main() {
 	case "spinner":
 		err = runSpinner(*cores, *lifetime)
 	case "":
-		err = bench(o)
+		if *repeats < 1 {
+			err = fmt.Errorf("-repeat %d: must be at least 1", *repeats)
+			break
+		}
+		err = repeat(o, *repeats, os.Stdout)
 	default:
 		err = fmt.Errorf("unknown -role %q", *role)
 	}
