@@ -230,7 +230,7 @@ func (r *EntResolver) load(ctx context.Context, configID pulid.ID, gen uint64, m
 		defer func() {
 			if p := recover(); p != nil {
 				r.log.LogAttrs(ctx, slog.LevelError, "gateway: loading a config panicked",
-					slog.String("config_id", string(configID)), slog.Any("panic", p), slog.String("stack", string(debug.Stack())))
+					slog.String("config_id", string(configID)), slog.String("panic", fmt.Sprint(p)), slog.String("stack", string(debug.Stack())))
 				err = fmt.Errorf("gateway: loading config %s panicked", configID)
 			}
 		}()
