@@ -191,7 +191,7 @@ func bench(o options) (outcome, error) {
 		return ru
 	}
 	fmt.Fprintln(os.Stderr, "invokes without subscribers…")
-	measure("invoke, no subscribers (before)", nil)
+	before := measure("invoke, no subscribers (before)", nil)
 	if ctx.Err() != nil {
 		return outcome{}, ctx.Err()
 	}
@@ -287,11 +287,11 @@ func bench(o options) (outcome, error) {
 	// The control run (control.go): the loaded run's extra CPU, burnt by another process.
 	var control *run
 	var spunAsked, spun float64
-	extra := loaded.cores - (runs[0].cores+after.cores)/2 + subCores
+	extra := loaded.cores - (before.cores+after.cores)/2 + subCores
 	if replicaCores >= 0 {
 		extra += replicaCores
 	}
-	if o.control && extra > 0.01 {
+	if o.control && extra > 0.01 && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "invokes without subscribers, %.2f cores burnt elsewhere…\n", extra)
 		// The control is extra: without it the runs above still stand.
 		if sp, err := startSpinner(extra, lifetime); err != nil {
@@ -307,6 +307,11 @@ func bench(o options) (outcome, error) {
 				spun = (c1 - c0) / control.end.Sub(control.start).Seconds()
 			}
 		}
+	}
+
+	if ctx.Err() != nil {
+		// Interrupted: the runs since were cut short, and their figures mean nothing.
+		return outcome{}, ctx.Err()
 	}
 
 	// Delivery delays.
@@ -350,13 +355,19 @@ func bench(o options) (outcome, error) {
 	fmt.Println(" service GCs: garbage collections the service ran during the run, from its /metrics: each one's concurrent")
 	fmt.Println(" mark takes CPU from the calls for its duration, which grows with the subscriptions' live heap)")
 	fmt.Println()
-	base := (runs[0].res.Pct(99) + runs[2].res.Pct(99)) / 2
-	out := outcome{ratio: float64(loaded.res.Pct(99)) / float64(base), spread: -1, control: -1}
+	base := (before.res.Pct(99) + after.res.Pct(99)) / 2
+	out := outcome{ratio: -1, spread: -1, control: -1}
+	for _, ru := range runs {
+		out.failed += ru.res.Errs
+	}
+	if base > 0 {
+		out.ratio = float64(loaded.res.Pct(99)) / float64(base)
+	}
 	fmt.Printf("invoke p99 with subscribers / without: %.2f  (%s vs %s and %s)\n",
-		out.ratio, h.FmtDur(loaded.res.Pct(99)), h.FmtDur(runs[0].res.Pct(99)), h.FmtDur(runs[2].res.Pct(99)))
+		out.ratio, h.FmtDur(loaded.res.Pct(99)), h.FmtDur(before.res.Pct(99)), h.FmtDur(after.res.Pct(99)))
 	// The two runs without subscribers measure the same thing: how far apart they are is
 	// how finely one run of this machine can tell a ratio from 1.
-	if lo, hi := min(runs[0].res.Pct(99), runs[2].res.Pct(99)), max(runs[0].res.Pct(99), runs[2].res.Pct(99)); lo > 0 {
+	if lo, hi := min(before.res.Pct(99), after.res.Pct(99)), max(before.res.Pct(99), after.res.Pct(99)); lo > 0 {
 		out.spread = float64(hi) / float64(lo)
 		fmt.Printf("invoke p99 of the two runs without subscribers, higher / lower: %.2f  (the same work twice: a ratio with subscribers no further from 1 than this is within the machine's noise)\n",
 			out.spread)
@@ -366,7 +377,9 @@ func bench(o options) (outcome, error) {
 		if spun >= 0 {
 			measured = fmt.Sprintf("%.2f", spun)
 		}
-		out.control = float64(control.res.Pct(99)) / float64(base)
+		if base > 0 {
+			out.control = float64(control.res.Pct(99)) / float64(base)
+		}
 		fmt.Printf("invoke p99 with another process burning the loaded run's extra CPU (%.2f cores asked, %s measured) / without: %.2f  (%s)\n",
 			spunAsked, measured, out.control, h.FmtDur(control.res.Pct(99)))
 	}
