@@ -57,7 +57,10 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		opsNames: map[string]struct{}{},
 	}
 	reg.MustRegister(
-		collectors.NewGoCollector(),
+		// The scheduler's metrics add go_sched_latencies_seconds: how long goroutines
+		// waited to run once runnable. It tells a process short of CPU (or starved by its
+		// own goroutines) from one waiting on something else.
+		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.httpRequests, m.httpDuration, m.gqlOps, m.gqlDuration,
 	)

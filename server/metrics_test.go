@@ -65,6 +65,7 @@ func TestMetricsExposition(t *testing.T) {
 		`graphql_operations_total{operation="anonymous",outcome="ok",type="unknown"} 1`,
 		`graphql_operation_duration_seconds_count{type="query"} 1`,
 		`go_goroutines`,
+		`go_sched_latencies_seconds_bucket{le=`,
 		`go_sql_max_open_connections{db_name="main"}`,
 	} {
 		if !strings.Contains(out, want) {

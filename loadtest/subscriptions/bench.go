@@ -167,7 +167,7 @@ func bench(o options) (outcome, error) {
 		cpu0, _ := h.CPUTime(pid)
 		mb0, mt0, _ := h.MachineCPU()
 		io0, ioErr0 := h.IOStall()
-		gc0, gcErr0 := h.GCCycles(ctx, client, svc.Base)
+		rt0, rtErr0 := h.ReadRuntime(ctx, client, svc.Base)
 		t0 := time.Now()
 		r := h.OpenLoop(ctx, client, targets, o.rate, o.duration, onAnswer)
 		ru := &run{label: label, res: r, start: t0, end: time.Now()}
@@ -182,9 +182,12 @@ func bench(o options) (outcome, error) {
 		} else {
 			ru.ioStall = -1
 		}
-		ru.gcs = -1
-		if gc1, err := h.GCCycles(ctx, client, svc.Base); err == nil && gcErr0 == nil {
-			ru.gcs = gc1 - gc0
+		ru.gcs, ru.longWaits = -1, -1
+		if rt1, err := h.ReadRuntime(ctx, client, svc.Base); err == nil && rtErr0 == nil {
+			ru.gcs = rt1.GCCycles - rt0.GCCycles
+			if n, bound, ok := rt1.WaitsOver(rt0, time.Millisecond); ok {
+				ru.longWaits, ru.longWaitBound = int64(n), bound
+			}
 		}
 		runs = append(runs, ru)
 		fmt.Fprintf(os.Stderr, "  %-36s %6.0f req/s  p99 %s  service CPU %.2f cores, machine %.0f%% busy\n", label, r.RPS(), h.FmtDur(r.Pct(99)), ru.cores, 100*ru.machine)
@@ -335,7 +338,14 @@ func bench(o options) (outcome, error) {
 		runtime.NumCPU(), loadBefore, h.LoadAvg(), fmtLimit(fdLimit, fdErr))
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "run\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\tservice CPU\tservice GCs\tmachine busy\tI/O stall\t")
+	waitsHeader := "long waits"
+	for _, ru := range runs {
+		if ru.longWaits >= 0 {
+			waitsHeader = "waits >" + h.FmtDur(ru.longWaitBound)
+			break
+		}
+	}
+	fmt.Fprintln(tw, "run\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\tservice CPU\tservice GCs\t"+waitsHeader+"\tmachine busy\tI/O stall\t")
 	for _, ru := range runs {
 		r := ru.res
 		stall := "n/a"
@@ -346,14 +356,20 @@ func bench(o options) (outcome, error) {
 		if ru.gcs >= 0 {
 			gcs = strconv.FormatInt(ru.gcs, 10)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f cores\t%s\t%.0f%%\t%s\t\n", ru.label, r.OK+r.Errs, r.Errs, r.RPS(),
-			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)), ru.cores, gcs, 100*ru.machine, stall)
+		waits := "n/a"
+		if ru.longWaits >= 0 {
+			waits = strconv.FormatInt(ru.longWaits, 10)
+		}
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f cores\t%s\t%s\t%.0f%%\t%s\t\n", ru.label, r.OK+r.Errs, r.Errs, r.RPS(),
+			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)), ru.cores, gcs, waits, 100*ru.machine, stall)
 	}
 	tw.Flush()
 	fmt.Println("(I/O stall: how long all non-idle tasks of the machine were stalled on I/O at the same time, from /proc/pressure/io;")
 	fmt.Println(" invokes wait for PostgreSQL's commit, so a disk stall shows in their p99 and max whoever else runs;")
 	fmt.Println(" service GCs: garbage collections the service ran during the run, from its /metrics: each one's concurrent")
-	fmt.Println(" mark takes CPU from the calls for its duration, which grows with the subscriptions' live heap)")
+	fmt.Println(" mark takes CPU from the calls for its duration, which grows with the subscriptions' live heap;")
+	fmt.Println(" waits: how many times one of the service's goroutines, once runnable, waited longer than that for a")
+	fmt.Println(" processor, from its go_sched_latencies_seconds: the process's own goroutines or the machine kept it waiting)")
 	fmt.Println()
 	base := (before.res.Pct(99) + after.res.Pct(99)) / 2
 	out := outcome{ratio: -1, spread: -1, control: -1}
@@ -441,7 +457,11 @@ type run struct {
 	cores      float64       // service CPU over the run
 	machine    float64       // share of the whole machine busy over the run (everyone's work)
 	ioStall    time.Duration // machine-wide full I/O stall over the run (harness.IOStall); -1 unknown
-	gcs        int64         // the service's garbage collections during the run (harness.GCCycles); -1 unknown
+	gcs        int64         // the service's garbage collections during the run (harness.Runtime); -1 unknown
+	// longWaits counts the service's goroutines that, once runnable, waited longer than
+	// longWaitBound for a processor during the run (harness.Runtime.WaitsOver); -1 unknown.
+	longWaits     int64
+	longWaitBound time.Duration
 }
 
 func buildSpec(base string, iss *issuer, w *world, plan []planned) (spec, int, error) {

@@ -1,24 +1,27 @@
 package harness
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"time"
+
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
 
 	"github.com/gsvdev/agentregistry/internal/database/dbtest"
 	"github.com/gsvdev/agentregistry/server"
@@ -261,42 +264,93 @@ func WaitReady(ctx context.Context, url string, limit time.Duration) (time.Durat
 	return 0, fmt.Errorf("%s not ready within %s", url, limit)
 }
 
-// GCCycles returns how many garbage collections the service has run, from the Go
-// collector's go_gc_duration_seconds_count on its /metrics. A collection's concurrent mark
-// takes CPU from everything else for its duration (about 100 ms with 10,000 live
-// subscriptions), so the count over a run says how many such windows its calls met.
-func GCCycles(ctx context.Context, c *http.Client, base string) (int64, error) {
+// Runtime is what the service's Go runtime reported on its /metrics at one moment.
+type Runtime struct {
+	// GCCycles counts garbage collections (go_gc_duration_seconds_count). A collection's
+	// concurrent mark takes CPU from everything else for its duration (about 100 ms with
+	// 10,000 live subscriptions), so the count over a run says how many such windows its
+	// calls met.
+	GCCycles int64
+	// SchedWaits is go_sched_latencies_seconds: how often a runnable goroutine waited
+	// for a processor, as cumulative counts by upper bound. Long waits over a run mean
+	// the process's own goroutines (or the machine) kept the calls' goroutines waiting.
+	SchedWaits []Bucket
+	// SchedWaitCount counts all the waits the histogram observed.
+	SchedWaitCount uint64
+}
+
+// Bucket is one cumulative histogram bucket: Count observations at most UpperBound.
+type Bucket struct {
+	UpperBound time.Duration
+	Count      uint64
+}
+
+// WaitsOver reports how many scheduling waits between prev and r were longer than
+// bound, the largest bucket bound not above d: the runtime's buckets are about ×11
+// apart, so that is what they can tell. ok is false when either snapshot lacks the
+// histogram, their buckets differ, or no bound is at most d.
+func (r Runtime) WaitsOver(prev Runtime, d time.Duration) (n uint64, bound time.Duration, ok bool) {
+	if len(r.SchedWaits) == 0 || len(r.SchedWaits) != len(prev.SchedWaits) {
+		return 0, 0, false
+	}
+	at := -1
+	for i, b := range r.SchedWaits {
+		if b.UpperBound != prev.SchedWaits[i].UpperBound {
+			return 0, 0, false
+		}
+		if b.UpperBound <= d {
+			at = i
+		}
+	}
+	if at < 0 {
+		return 0, 0, false
+	}
+	within := r.SchedWaits[at].Count - prev.SchedWaits[at].Count
+	return r.SchedWaitCount - prev.SchedWaitCount - within, r.SchedWaits[at].UpperBound, true
+}
+
+// ReadRuntime reads the service's Go runtime figures from its /metrics.
+func ReadRuntime(ctx context.Context, c *http.Client, base string) (Runtime, error) {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/metrics", nil)
 	if err != nil {
-		return 0, err
+		return Runtime{}, err
 	}
 	resp, err := c.Do(req)
 	if err != nil {
-		return 0, fmt.Errorf("metrics: %w", err)
+		return Runtime{}, fmt.Errorf("metrics: %w", err)
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
-		return 0, fmt.Errorf("metrics: %s", resp.Status)
+		return Runtime{}, fmt.Errorf("metrics: %s", resp.Status)
 	}
-	return gcCount(resp.Body)
+	return parseRuntime(resp.Body)
 }
 
-// gcCount finds go_gc_duration_seconds_count in a Prometheus text exposition.
-func gcCount(r io.Reader) (int64, error) {
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 64<<10), 1<<20)
-	const name = "go_gc_duration_seconds_count "
-	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), name); ok {
-			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
-			if err != nil {
-				return 0, fmt.Errorf("metrics: %s%s: %w", name, v, err)
+// parseRuntime picks the Runtime figures out of a Prometheus text exposition. The
+// collection count is required; the scheduling histogram is left empty when missing
+// (a service built before it was exposed).
+func parseRuntime(r io.Reader) (Runtime, error) {
+	parser := expfmt.NewTextParser(model.UTF8Validation)
+	families, err := parser.TextToMetricFamilies(r)
+	if err != nil {
+		return Runtime{}, fmt.Errorf("metrics: %w", err)
+	}
+	var rt Runtime
+	gc := families["go_gc_duration_seconds"]
+	if gc == nil || len(gc.GetMetric()) == 0 || gc.GetMetric()[0].GetSummary() == nil {
+		return Runtime{}, errors.New("metrics: no go_gc_duration_seconds summary")
+	}
+	rt.GCCycles = int64(gc.GetMetric()[0].GetSummary().GetSampleCount())
+	if sched := families["go_sched_latencies_seconds"]; sched != nil && len(sched.GetMetric()) > 0 {
+		hist := sched.GetMetric()[0].GetHistogram()
+		rt.SchedWaitCount = hist.GetSampleCount()
+		for _, b := range hist.GetBucket() {
+			bound := time.Duration(math.MaxInt64)
+			if ub := b.GetUpperBound(); !math.IsInf(ub, 1) {
+				bound = time.Duration(ub * float64(time.Second))
 			}
-			return int64(f), nil
+			rt.SchedWaits = append(rt.SchedWaits, Bucket{UpperBound: bound, Count: b.GetCumulativeCount()})
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return 0, fmt.Errorf("metrics: %w", err)
-	}
-	return 0, fmt.Errorf("metrics: no %s", strings.TrimSpace(name))
+	return rt, nil
 }

@@ -3,28 +3,86 @@ package harness
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
-// gcCount reads the collection count from the Go collector's summary, not from its
-// quantiles or its sum, and says so when the metric is missing or malformed.
-func TestGCCount(t *testing.T) {
-	const exposition = `# HELP go_gc_duration_seconds A summary of the wall-time pause (stop-the-world) duration in garbage collection cycles.
+// exposition is a trimmed copy of what the service's /metrics serves.
+const exposition = `# HELP go_gc_duration_seconds A summary of the wall-time pause (stop-the-world) duration in garbage collection cycles.
 # TYPE go_gc_duration_seconds summary
 go_gc_duration_seconds{quantile="0"} 2.3e-05
 go_gc_duration_seconds{quantile="1"} 0.000412
 go_gc_duration_seconds_sum 0.004521
 go_gc_duration_seconds_count 53
 # HELP go_goroutines Number of goroutines that currently exist.
+# TYPE go_goroutines gauge
 go_goroutines 10542
+# HELP go_sched_latencies_seconds Distribution of the time goroutines have spent in the scheduler in a runnable state before actually running.
+# TYPE go_sched_latencies_seconds histogram
+go_sched_latencies_seconds_bucket{le="6.399999999999999e-08"} 9
+go_sched_latencies_seconds_bucket{le="6.399999999999999e-07"} 31
+go_sched_latencies_seconds_bucket{le="7.167999999999999e-06"} 33
+go_sched_latencies_seconds_bucket{le="8.191999999999999e-05"} 60
+go_sched_latencies_seconds_bucket{le="0.0009175039999999999"} 75
+go_sched_latencies_seconds_bucket{le="0.010485759999999998"} 80
+go_sched_latencies_seconds_bucket{le="0.11744051199999998"} 82
+go_sched_latencies_seconds_bucket{le="+Inf"} 83
+go_sched_latencies_seconds_sum 0.301425024
+go_sched_latencies_seconds_count 83
 `
-	n, err := gcCount(strings.NewReader(exposition))
-	if err != nil || n != 53 {
-		t.Fatalf("gcCount = %d, %v; want 53", n, err)
+
+// parseRuntime reads the collection count from the Go collector's summary (not from its
+// quantiles or its sum) and the scheduling waits from their histogram, and says so when
+// the count is missing or malformed.
+func TestParseRuntime(t *testing.T) {
+	rt, err := parseRuntime(strings.NewReader(exposition))
+	if err != nil || rt.GCCycles != 53 {
+		t.Fatalf("parseRuntime = %d cycles, %v; want 53", rt.GCCycles, err)
 	}
-	if _, err := gcCount(strings.NewReader("go_goroutines 3\n")); err == nil {
-		t.Fatal("no error for an exposition without the metric")
+	if len(rt.SchedWaits) < 7 || rt.SchedWaitCount != 83 {
+		t.Fatalf("scheduling histogram: %d buckets, count %d; want at least 7 and 83", len(rt.SchedWaits), rt.SchedWaitCount)
 	}
-	if _, err := gcCount(strings.NewReader("go_gc_duration_seconds_count x\n")); err == nil {
+	if _, err := parseRuntime(strings.NewReader("# TYPE go_goroutines gauge\ngo_goroutines 3\n")); err == nil {
+		t.Fatal("no error for an exposition without the collection count")
+	}
+	if _, err := parseRuntime(strings.NewReader("go_gc_duration_seconds_count x\n")); err == nil {
 		t.Fatal("no error for a malformed count")
+	}
+	old, err := parseRuntime(strings.NewReader(exposition[:strings.Index(exposition, "# HELP go_sched")]))
+	if err != nil || len(old.SchedWaits) != 0 {
+		t.Fatalf("exposition without the histogram: %d buckets, %v; want none and no error", len(old.SchedWaits), err)
+	}
+}
+
+// WaitsOver counts, between two snapshots, the waits in buckets above the last bound
+// not above the asked duration, and refuses snapshots it cannot compare.
+func TestWaitsOver(t *testing.T) {
+	later, err := parseRuntime(strings.NewReader(exposition))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The earlier snapshot: 9 waits in the first bucket, 1 over 10 ms.
+	earlier := Runtime{SchedWaitCount: 10, SchedWaits: make([]Bucket, len(later.SchedWaits))}
+	for i, b := range later.SchedWaits {
+		earlier.SchedWaits[i] = Bucket{UpperBound: b.UpperBound, Count: 9}
+	}
+	earlier.SchedWaits[len(earlier.SchedWaits)-1].Count = 10
+	for _, c := range []struct {
+		d     time.Duration
+		n     uint64
+		bound time.Duration
+	}{
+		{time.Millisecond, 7, 917504 * time.Nanosecond},        // 83-75 later, 10-9 earlier
+		{20 * time.Millisecond, 2, 10485760 * time.Nanosecond}, // 83-80 later, 10-9 earlier
+	} {
+		n, bound, ok := later.WaitsOver(earlier, c.d)
+		if !ok || n != c.n || bound.Round(time.Microsecond) != c.bound.Round(time.Microsecond) {
+			t.Errorf("WaitsOver(%s) = %d over %s, %v; want %d over %s", c.d, n, bound, ok, c.n, c.bound)
+		}
+	}
+	if _, _, ok := later.WaitsOver(Runtime{}, time.Millisecond); ok {
+		t.Error("compared with a snapshot without the histogram")
+	}
+	if _, _, ok := later.WaitsOver(earlier, time.Nanosecond); ok {
+		t.Error("answered for a duration below every bound")
 	}
 }
