@@ -2,9 +2,7 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"net/http"
-	"strings"
 	"time"
 
 	h "github.com/gsvdev/agentregistry/loadtest/internal/harness"
@@ -14,24 +12,7 @@ import (
 var prebuilt string
 
 // serviceEnv is the -service-env flag: variables the service is started with.
-var serviceEnv envFlag
-
-// envFlag collects repeated KEY=VALUE flags.
-type envFlag map[string]string
-
-func (e *envFlag) String() string { return fmt.Sprint(map[string]string(*e)) }
-
-func (e *envFlag) Set(kv string) error {
-	k, v, ok := strings.Cut(kv, "=")
-	if !ok || k == "" {
-		return fmt.Errorf("want KEY=VALUE, got %q", kv)
-	}
-	if *e == nil {
-		*e = envFlag{}
-	}
-	(*e)[k] = v
-	return nil
-}
+var serviceEnv h.EnvFlag
 
 // service is the running agentregistry under test plus the gateway's own checks.
 type service struct{ *h.Service }

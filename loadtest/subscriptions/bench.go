@@ -5,6 +5,7 @@ import (
 	"encoding/gob"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"os"
@@ -30,7 +31,17 @@ type options struct {
 	providerShare, configShare float64
 	dbURL, bin                 string
 	hold, recent, control      bool
-	replica                    bool // hold the subscriptions on a second replica
+	replica                    bool      // hold the subscriptions on a second replica
+	env                        h.EnvFlag // -service-env: set in every replica's environment
+}
+
+// serviceEnv is what the service is started with: the -service-env variables, then the
+// bench's own login settings, which the subscribers need whatever those say.
+func serviceEnv(extra h.EnvFlag, issuer string) map[string]string {
+	env := map[string]string{}
+	maps.Copy(env, extra)
+	env["OIDC_ISSUER"], env["OIDC_TENANT_CLAIM"] = issuer, ""
+	return env
 }
 
 // planned is one subscription of the plan: whose calls it should see.
@@ -117,7 +128,7 @@ func bench(o options) (outcome, error) {
 	var w world
 	svc, err := h.StartService(ctx, h.ServiceOptions{
 		Bin: bin, DBURL: o.dbURL, Upstream: upURL,
-		Env: map[string]string{"OIDC_ISSUER": iss.URL(), "OIDC_TENANT_CLAIM": ""},
+		Env: serviceEnv(o.env, iss.URL()),
 		Prepare: func(ctx context.Context, s *h.Service) error {
 			return prepare(ctx, s, &w, o.tenants, buyerSubjects, providerSubjects)
 		},
@@ -185,6 +196,7 @@ func bench(o options) (outcome, error) {
 		ru.gcs, ru.longWaits = -1, -1
 		if rt1, err := h.ReadRuntime(ctx, client, svc.Base); err == nil && rtErr0 == nil {
 			ru.gcs = rt1.GCCycles - rt0.GCCycles
+			ru.allocRate = (rt1.AllocBytes - rt0.AllocBytes) / ru.end.Sub(t0).Seconds()
 			if n, bound, ok := rt1.WaitsOver(rt0, time.Millisecond); ok {
 				ru.longWaits, ru.longWaitBound = int64(n), bound
 			}
@@ -334,6 +346,9 @@ func bench(o options) (outcome, error) {
 	if o.replica {
 		fmt.Println("subscriptions held by a second replica on the same database; the invokes go to the first, which holds none")
 	}
+	if len(o.env) > 0 {
+		fmt.Printf("service environment (-service-env): %s\n", o.env.String())
+	}
 	fmt.Printf("machine: %d CPUs, load average before %s, after %s; open-file limit %s\n",
 		runtime.NumCPU(), loadBefore, h.LoadAvg(), fmtLimit(fdLimit, fdErr))
 	fmt.Println()
@@ -354,7 +369,7 @@ func bench(o options) (outcome, error) {
 		}
 		gcs := "n/a"
 		if ru.gcs >= 0 {
-			gcs = strconv.FormatInt(ru.gcs, 10)
+			gcs = fmt.Sprintf("%d (%.1f MiB/s)", ru.gcs, ru.allocRate/(1<<20))
 		}
 		waits := "n/a"
 		if ru.longWaits >= 0 {
@@ -366,7 +381,7 @@ func bench(o options) (outcome, error) {
 	tw.Flush()
 	fmt.Println("(I/O stall: how long all non-idle tasks of the machine were stalled on I/O at the same time, from /proc/pressure/io;")
 	fmt.Println(" invokes wait for PostgreSQL's commit, so a disk stall shows in their p99 and max whoever else runs;")
-	fmt.Println(" service GCs: garbage collections the service ran during the run, from its /metrics: each one's concurrent")
+	fmt.Println(" service GCs: garbage collections the service ran during the run (and what it allocated), from its /metrics: each one's concurrent")
 	fmt.Println(" mark takes CPU from the calls for its duration, which grows with the subscriptions' live heap;")
 	fmt.Println(" waits: how many times one of the service's goroutines, once runnable, waited longer than that for a")
 	fmt.Println(" processor, from its go_sched_latencies_seconds: the process's own goroutines or the machine kept it waiting)")
@@ -458,6 +473,7 @@ type run struct {
 	machine    float64       // share of the whole machine busy over the run (everyone's work)
 	ioStall    time.Duration // machine-wide full I/O stall over the run (harness.IOStall); -1 unknown
 	gcs        int64         // the service's garbage collections during the run (harness.Runtime); -1 unknown
+	allocRate  float64       // bytes the service allocated per second over the run (valid when gcs >= 0)
 	// longWaits counts the service's goroutines that, once runnable, waited longer than
 	// longWaitBound for a processor during the run (harness.Runtime.WaitsOver); -1 unknown.
 	longWaits     int64

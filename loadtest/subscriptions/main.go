@@ -53,6 +53,7 @@ func main() {
 	flag.BoolVar(&o.hold, "perf-pause", false, "print the service pid and wait 3s before the loaded run (to attach perf)")
 	flag.BoolVar(&o.replica, "replica", false, "hold the subscriptions on a second replica of the service (same database, the PostgreSQL bus between them) while the invokes go to the first")
 	flag.BoolVar(&o.control, "control", true, "add a run without subscribers while another process burns the CPU the loaded run added (see control.go)")
+	flag.Var(&o.env, "service-env", "KEY=VALUE set in the service's environment (every replica's), repeatable (e.g. GOGC=400 or USAGE_ASYNC=true)")
 	repeats := flag.Int("repeat", 1, "run the whole benchmark this many times (a fresh service and database each) and print the spread of the invoke p99 ratios (repeat.go)")
 	flag.Parse()
 

@@ -43,6 +43,25 @@ func BuildService(ctx context.Context, dir, prebuilt string) (string, error) {
 	return bin, nil
 }
 
+// EnvFlag collects repeated KEY=VALUE flags: the benchmarks' -service-env, variables
+// the service is started with (ServiceOptions.Env).
+type EnvFlag map[string]string
+
+func (e *EnvFlag) String() string { return fmt.Sprint(map[string]string(*e)) }
+
+// Set adds one KEY=VALUE.
+func (e *EnvFlag) Set(kv string) error {
+	k, v, ok := strings.Cut(kv, "=")
+	if !ok || k == "" {
+		return fmt.Errorf("want KEY=VALUE, got %q", kv)
+	}
+	if *e == nil {
+		*e = EnvFlag{}
+	}
+	(*e)[k] = v
+	return nil
+}
+
 // ServiceEnv is the inherited environment minus every variable the service reads
 // (server.ConfigVars), plus set: a DEV=true or REDIS_URL in the caller's shell must not
 // change what is measured.
@@ -271,6 +290,9 @@ type Runtime struct {
 	// 10,000 live subscriptions), so the count over a run says how many such windows its
 	// calls met.
 	GCCycles int64
+	// AllocBytes counts the bytes allocated on the heap since the start
+	// (go_memstats_alloc_bytes_total): the rate at which the collector has to keep up.
+	AllocBytes float64
 	// SchedWaits is go_sched_latencies_seconds: how often a runnable goroutine waited
 	// for a processor, as cumulative counts by upper bound. Long waits over a run mean
 	// the process's own goroutines (or the machine) kept the calls' goroutines waiting.
@@ -341,6 +363,9 @@ func parseRuntime(r io.Reader) (Runtime, error) {
 		return Runtime{}, errors.New("metrics: no go_gc_duration_seconds summary")
 	}
 	rt.GCCycles = int64(gc.GetMetric()[0].GetSummary().GetSampleCount())
+	if a := families["go_memstats_alloc_bytes_total"]; a != nil && len(a.GetMetric()) > 0 {
+		rt.AllocBytes = a.GetMetric()[0].GetCounter().GetValue()
+	}
 	if sched := families["go_sched_latencies_seconds"]; sched != nil && len(sched.GetMetric()) > 0 {
 		hist := sched.GetMetric()[0].GetHistogram()
 		rt.SchedWaitCount = hist.GetSampleCount()

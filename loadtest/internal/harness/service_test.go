@@ -13,6 +13,9 @@ go_gc_duration_seconds{quantile="0"} 2.3e-05
 go_gc_duration_seconds{quantile="1"} 0.000412
 go_gc_duration_seconds_sum 0.004521
 go_gc_duration_seconds_count 53
+# HELP go_memstats_alloc_bytes_total Total number of bytes allocated in heap until now, even if released already.
+# TYPE go_memstats_alloc_bytes_total counter
+go_memstats_alloc_bytes_total 1.2345678e+08
 # HELP go_goroutines Number of goroutines that currently exist.
 # TYPE go_goroutines gauge
 go_goroutines 10542
@@ -37,6 +40,9 @@ func TestParseRuntime(t *testing.T) {
 	rt, err := parseRuntime(strings.NewReader(exposition))
 	if err != nil || rt.GCCycles != 53 {
 		t.Fatalf("parseRuntime = %d cycles, %v; want 53", rt.GCCycles, err)
+	}
+	if rt.AllocBytes != 1.2345678e+08 {
+		t.Errorf("AllocBytes = %g, want 1.2345678e+08", rt.AllocBytes)
 	}
 	if len(rt.SchedWaits) < 7 || rt.SchedWaitCount != 83 {
 		t.Fatalf("scheduling histogram: %d buckets, count %d; want at least 7 and 83", len(rt.SchedWaits), rt.SchedWaitCount)
@@ -84,5 +90,23 @@ func TestWaitsOver(t *testing.T) {
 	}
 	if _, _, ok := later.WaitsOver(earlier, time.Nanosecond); ok {
 		t.Error("answered for a duration below every bound")
+	}
+}
+
+// EnvFlag takes KEY=VALUE (the value may hold '=' or be empty) and refuses anything else.
+func TestEnvFlag(t *testing.T) {
+	var e EnvFlag
+	for _, kv := range []string{"GOGC=400", "GODEBUG=gctrace=1", "EMPTY="} {
+		if err := e.Set(kv); err != nil {
+			t.Fatalf("Set(%q): %v", kv, err)
+		}
+	}
+	if e["GOGC"] != "400" || e["GODEBUG"] != "gctrace=1" || e["EMPTY"] != "" || len(e) != 3 {
+		t.Fatalf("got %v", map[string]string(e))
+	}
+	for _, bad := range []string{"GOGC", "=400", ""} {
+		if err := e.Set(bad); err == nil {
+			t.Errorf("Set(%q) accepted", bad)
+		}
 	}
 }
