@@ -41,7 +41,8 @@ bench-gateway:
 # run at a steady rate; prints delivery delay p50/p99, messages/s, RSS per subscriber and
 # the invoke p99 beside runs without subscribers. Asserts nothing.
 # BENCH_FLAGS="-subscribers 1000 -tenants 100 -rate 200 -duration 20s" are the defaults;
-# -repeat N runs it N times and prints the spread of the invoke p99 ratios.
+# -repeat N runs it N times and prints the spread of the invoke p99 ratios;
+# -service-env KEY=VALUE (repeatable) starts the service with e.g. GOGC=400.
 bench-subscriptions:
 	$(GO) run ./loadtest/subscriptions $(BENCH_FLAGS)
 

@@ -383,8 +383,8 @@ func bench(o options) (outcome, error) {
 	fmt.Println(" invokes wait for PostgreSQL's commit, so a disk stall shows in their p99 and max whoever else runs;")
 	fmt.Println(" service GCs: garbage collections the service ran during the run (and what it allocated), from its /metrics: each one's concurrent")
 	fmt.Println(" mark takes CPU from the calls for its duration, which grows with the subscriptions' live heap;")
-	fmt.Println(" waits: how many times one of the service's goroutines, once runnable, waited longer than that for a")
-	fmt.Println(" processor, from its go_sched_latencies_seconds: the process's own goroutines or the machine kept it waiting)")
+	fmt.Println(" waits: how many times one of the service's goroutines (any: the subscriptions' own too), once runnable,")
+	fmt.Println(" waited longer than that for a processor, from its go_sched_latencies_seconds)")
 	fmt.Println()
 	base := (before.res.Pct(99) + after.res.Pct(99)) / 2
 	out := outcome{ratio: -1, spread: -1, control: -1}
