@@ -294,8 +294,9 @@ type Runtime struct {
 	// (go_memstats_alloc_bytes_total): the rate at which the collector has to keep up.
 	AllocBytes float64
 	// SchedWaits is go_sched_latencies_seconds: how often a runnable goroutine waited
-	// for a processor, as cumulative counts by upper bound. Long waits over a run mean
-	// the process's own goroutines (or the machine) kept the calls' goroutines waiting.
+	// for a processor, as cumulative counts by upper bound, over all of the process's
+	// goroutines: long waits over a run mean its other goroutines or the machine kept
+	// runnable ones waiting, not which ones waited.
 	SchedWaits []Bucket
 	// SchedWaitCount counts all the waits the histogram observed.
 	SchedWaitCount uint64

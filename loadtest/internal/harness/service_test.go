@@ -66,7 +66,7 @@ func TestWaitsOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The earlier snapshot: 9 waits in the first bucket, 1 over 10 ms.
+	// The earlier snapshot: 9 waits in the first bucket, 1 past the last finite bound.
 	earlier := Runtime{SchedWaitCount: 10, SchedWaits: make([]Bucket, len(later.SchedWaits))}
 	for i, b := range later.SchedWaits {
 		earlier.SchedWaits[i] = Bucket{UpperBound: b.UpperBound, Count: 9}
