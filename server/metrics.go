@@ -57,9 +57,10 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		opsNames: map[string]struct{}{},
 	}
 	reg.MustRegister(
-		// The scheduler's metrics add go_sched_latencies_seconds: how long goroutines
-		// waited to run once runnable. It tells a process short of CPU (or starved by its
-		// own goroutines) from one waiting on something else.
+		// The scheduler's metrics (about 45 more series) add go_sched_latencies_seconds:
+		// how long goroutines waited to run once runnable. It tells a process short of
+		// CPU (or crowded by its own goroutines) from one waiting on something else. The
+		// rest are goroutine counts by state and stop-the-world pause histograms.
 		collectors.NewGoCollector(collectors.WithGoCollectorRuntimeMetrics(collectors.MetricsScheduler)),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
 		m.httpRequests, m.httpDuration, m.gqlOps, m.gqlDuration,

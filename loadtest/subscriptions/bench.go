@@ -196,7 +196,10 @@ func bench(o options) (outcome, error) {
 		ru.gcs, ru.longWaits = -1, -1
 		if rt1, err := h.ReadRuntime(ctx, client, svc.Base); err == nil && rtErr0 == nil {
 			ru.gcs = rt1.GCCycles - rt0.GCCycles
-			ru.allocRate = (rt1.AllocBytes - rt0.AllocBytes) / ru.end.Sub(t0).Seconds()
+			ru.allocRate = -1
+			if rt0.AllocBytes >= 0 && rt1.AllocBytes >= rt0.AllocBytes {
+				ru.allocRate = (rt1.AllocBytes - rt0.AllocBytes) / ru.end.Sub(t0).Seconds()
+			}
 			if n, bound, ok := rt1.WaitsOver(rt0, time.Millisecond); ok {
 				ru.longWaits, ru.longWaitBound = int64(n), bound
 			}
@@ -353,10 +356,10 @@ func bench(o options) (outcome, error) {
 		runtime.NumCPU(), loadBefore, h.LoadAvg(), fmtLimit(fdLimit, fdErr))
 	fmt.Println()
 	tw := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', tabwriter.AlignRight)
-	waitsHeader := "long waits"
+	waitsHeader := "sampled waits"
 	for _, ru := range runs {
 		if ru.longWaits >= 0 {
-			waitsHeader = "waits >" + h.FmtDur(ru.longWaitBound)
+			waitsHeader = "sampled waits >" + h.FmtDur(ru.longWaitBound)
 			break
 		}
 	}
@@ -369,7 +372,10 @@ func bench(o options) (outcome, error) {
 		}
 		gcs := "n/a"
 		if ru.gcs >= 0 {
-			gcs = fmt.Sprintf("%d (%.1f MiB/s)", ru.gcs, ru.allocRate/(1<<20))
+			gcs = strconv.FormatInt(ru.gcs, 10)
+			if ru.allocRate >= 0 {
+				gcs += fmt.Sprintf(" (%.1f MiB/s)", ru.allocRate/(1<<20))
+			}
 		}
 		waits := "n/a"
 		if ru.longWaits >= 0 {
@@ -383,8 +389,8 @@ func bench(o options) (outcome, error) {
 	fmt.Println(" invokes wait for PostgreSQL's commit, so a disk stall shows in their p99 and max whoever else runs;")
 	fmt.Println(" service GCs: garbage collections the service ran during the run (and what it allocated), from its /metrics: each one's concurrent")
 	fmt.Println(" mark takes CPU from the calls for its duration, which grows with the subscriptions' live heap;")
-	fmt.Println(" waits: how many times one of the service's goroutines (any: the subscriptions' own too), once runnable,")
-	fmt.Println(" waited longer than that for a processor, from its go_sched_latencies_seconds)")
+	fmt.Println(" sampled waits: waits for a processor longer than that, of any of the service's runnable goroutines (the")
+	fmt.Println(" subscriptions' own too when it holds them), from its go_sched_latencies_seconds, which samples about one in eight)")
 	fmt.Println()
 	base := (before.res.Pct(99) + after.res.Pct(99)) / 2
 	out := outcome{ratio: -1, spread: -1, control: -1}
@@ -473,8 +479,8 @@ type run struct {
 	machine    float64       // share of the whole machine busy over the run (everyone's work)
 	ioStall    time.Duration // machine-wide full I/O stall over the run (harness.IOStall); -1 unknown
 	gcs        int64         // the service's garbage collections during the run (harness.Runtime); -1 unknown
-	allocRate  float64       // bytes the service allocated per second over the run (valid when gcs >= 0)
-	// longWaits counts the service's goroutines that, once runnable, waited longer than
+	allocRate  float64       // bytes the service allocated per second over the run; -1 unknown
+	// longWaits counts the sampled waits of the service's runnable goroutines longer than
 	// longWaitBound for a processor during the run (harness.Runtime.WaitsOver); -1 unknown.
 	longWaits     int64
 	longWaitBound time.Duration

@@ -292,13 +292,15 @@ type Runtime struct {
 	GCCycles int64
 	// AllocBytes counts the bytes allocated on the heap since the start
 	// (go_memstats_alloc_bytes_total): the rate at which the collector has to keep up.
+	// -1 when the exposition lacks it.
 	AllocBytes float64
-	// SchedWaits is go_sched_latencies_seconds: how often a runnable goroutine waited
-	// for a processor, as cumulative counts by upper bound, over all of the process's
-	// goroutines: long waits over a run mean its other goroutines or the machine kept
-	// runnable ones waiting, not which ones waited.
+	// SchedWaits is go_sched_latencies_seconds: how long runnable goroutines waited for
+	// a processor, as cumulative counts by upper bound. The runtime samples it (about one
+	// transition in eight per goroutine) over all of the process's goroutines: long
+	// waits over a run say its goroutines or the machine kept runnable ones waiting, not
+	// which ones waited, and the counts are a fraction of all waits.
 	SchedWaits []Bucket
-	// SchedWaitCount counts all the waits the histogram observed.
+	// SchedWaitCount counts all the (sampled) waits the histogram observed.
 	SchedWaitCount uint64
 }
 
@@ -308,17 +310,18 @@ type Bucket struct {
 	Count      uint64
 }
 
-// WaitsOver reports how many scheduling waits between prev and r were longer than
-// bound, the largest bucket bound not above d: the runtime's buckets are about ×11
-// apart, so that is what they can tell. ok is false when either snapshot lacks the
-// histogram, their buckets differ, or no bound is at most d.
+// WaitsOver reports how many sampled scheduling waits between prev and r were longer
+// than bound, the largest bucket bound not above d: the exposition's buckets are about
+// ×11 apart (client_golang coarsens the runtime's), so that is what they can tell. ok
+// is false when either snapshot lacks the histogram, their buckets differ, a bucket's
+// count went down (the service restarted in between), or no bound is at most d.
 func (r Runtime) WaitsOver(prev Runtime, d time.Duration) (n uint64, bound time.Duration, ok bool) {
-	if len(r.SchedWaits) == 0 || len(r.SchedWaits) != len(prev.SchedWaits) {
+	if len(r.SchedWaits) == 0 || len(r.SchedWaits) != len(prev.SchedWaits) || r.SchedWaitCount < prev.SchedWaitCount {
 		return 0, 0, false
 	}
 	at := -1
 	for i, b := range r.SchedWaits {
-		if b.UpperBound != prev.SchedWaits[i].UpperBound {
+		if b.UpperBound != prev.SchedWaits[i].UpperBound || ownCount(r.SchedWaits, i) < ownCount(prev.SchedWaits, i) {
 			return 0, 0, false
 		}
 		if b.UpperBound <= d {
@@ -330,6 +333,14 @@ func (r Runtime) WaitsOver(prev Runtime, d time.Duration) (n uint64, bound time.
 	}
 	within := r.SchedWaits[at].Count - prev.SchedWaits[at].Count
 	return r.SchedWaitCount - prev.SchedWaitCount - within, r.SchedWaits[at].UpperBound, true
+}
+
+// ownCount is how many observations bucket i of a cumulative histogram holds itself.
+func ownCount(buckets []Bucket, i int) uint64 {
+	if i == 0 {
+		return buckets[0].Count
+	}
+	return buckets[i].Count - buckets[i-1].Count
 }
 
 // ReadRuntime reads the service's Go runtime figures from its /metrics.
@@ -358,7 +369,7 @@ func parseRuntime(r io.Reader) (Runtime, error) {
 	if err != nil {
 		return Runtime{}, fmt.Errorf("metrics: %w", err)
 	}
-	var rt Runtime
+	rt := Runtime{AllocBytes: -1}
 	gc := families["go_gc_duration_seconds"]
 	if gc == nil || len(gc.GetMetric()) == 0 || gc.GetMetric()[0].GetSummary() == nil {
 		return Runtime{}, errors.New("metrics: no go_gc_duration_seconds summary")
@@ -373,7 +384,7 @@ func parseRuntime(r io.Reader) (Runtime, error) {
 		for _, b := range hist.GetBucket() {
 			bound := time.Duration(math.MaxInt64)
 			if ub := b.GetUpperBound(); !math.IsInf(ub, 1) {
-				bound = time.Duration(ub * float64(time.Second))
+				bound = time.Duration(math.Round(ub * float64(time.Second)))
 			}
 			rt.SchedWaits = append(rt.SchedWaits, Bucket{UpperBound: bound, Count: b.GetCumulativeCount()})
 		}

@@ -1,6 +1,8 @@
 package harness
 
 import (
+	"math"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -44,8 +46,14 @@ func TestParseRuntime(t *testing.T) {
 	if rt.AllocBytes != 1.2345678e+08 {
 		t.Errorf("AllocBytes = %g, want 1.2345678e+08", rt.AllocBytes)
 	}
-	if len(rt.SchedWaits) < 7 || rt.SchedWaitCount != 83 {
-		t.Fatalf("scheduling histogram: %d buckets, count %d; want at least 7 and 83", len(rt.SchedWaits), rt.SchedWaitCount)
+	if len(rt.SchedWaits) != 8 || rt.SchedWaitCount != 83 {
+		t.Fatalf("scheduling histogram: %d buckets, count %d; want 8 and 83", len(rt.SchedWaits), rt.SchedWaitCount)
+	}
+	if b := rt.SchedWaits[4]; b.UpperBound != 917504*time.Nanosecond || b.Count != 75 {
+		t.Errorf("bucket 4 = %+v, want 75 up to 917.504µs", b)
+	}
+	if b := rt.SchedWaits[7]; b.UpperBound != time.Duration(math.MaxInt64) || b.Count != 83 {
+		t.Errorf("last bucket = %+v, want +Inf holding all 83", b)
 	}
 	if _, err := parseRuntime(strings.NewReader("# TYPE go_goroutines gauge\ngo_goroutines 3\n")); err == nil {
 		t.Fatal("no error for an exposition without the collection count")
@@ -53,9 +61,10 @@ func TestParseRuntime(t *testing.T) {
 	if _, err := parseRuntime(strings.NewReader("go_gc_duration_seconds_count x\n")); err == nil {
 		t.Fatal("no error for a malformed count")
 	}
-	old, err := parseRuntime(strings.NewReader(exposition[:strings.Index(exposition, "# HELP go_sched")]))
-	if err != nil || len(old.SchedWaits) != 0 {
-		t.Fatalf("exposition without the histogram: %d buckets, %v; want none and no error", len(old.SchedWaits), err)
+	old, err := parseRuntime(strings.NewReader(strings.Replace(exposition[:strings.Index(exposition, "# HELP go_sched")], "go_memstats_alloc_bytes_total 1", "other_total 1", 1)))
+	if err != nil || len(old.SchedWaits) != 0 || old.AllocBytes != -1 {
+		t.Fatalf("exposition without the histogram and the allocation count: %d buckets, %g bytes, %v; want none, -1 and no error",
+			len(old.SchedWaits), old.AllocBytes, err)
 	}
 }
 
@@ -66,22 +75,23 @@ func TestWaitsOver(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The earlier snapshot: 9 waits in the first bucket, 1 past the last finite bound.
-	earlier := Runtime{SchedWaitCount: 10, SchedWaits: make([]Bucket, len(later.SchedWaits))}
+	// The earlier snapshot: one wait in each finite bucket, none past the last, so its
+	// cumulative counts (1 to 7) differ from bucket to bucket.
+	earlier := Runtime{SchedWaitCount: 7, SchedWaits: make([]Bucket, len(later.SchedWaits))}
 	for i, b := range later.SchedWaits {
-		earlier.SchedWaits[i] = Bucket{UpperBound: b.UpperBound, Count: 9}
+		earlier.SchedWaits[i] = Bucket{UpperBound: b.UpperBound, Count: uint64(min(i+1, 7))}
 	}
-	earlier.SchedWaits[len(earlier.SchedWaits)-1].Count = 10
 	for _, c := range []struct {
 		d     time.Duration
 		n     uint64
 		bound time.Duration
 	}{
-		{time.Millisecond, 7, 917504 * time.Nanosecond},        // 83-75 later, 10-9 earlier
-		{20 * time.Millisecond, 2, 10485760 * time.Nanosecond}, // 83-80 later, 10-9 earlier
+		{time.Millisecond, 6, 917504 * time.Nanosecond},        // (83-7) in all, (75-5) within
+		{20 * time.Millisecond, 2, 10485760 * time.Nanosecond}, // (83-7) in all, (80-6) within
+		{time.Second, 1, 117440512 * time.Nanosecond},          // (83-7) in all, (82-7) within
 	} {
 		n, bound, ok := later.WaitsOver(earlier, c.d)
-		if !ok || n != c.n || bound.Round(time.Microsecond) != c.bound.Round(time.Microsecond) {
+		if !ok || n != c.n || bound != c.bound {
 			t.Errorf("WaitsOver(%s) = %d over %s, %v; want %d over %s", c.d, n, bound, ok, c.n, c.bound)
 		}
 	}
@@ -90,6 +100,21 @@ func TestWaitsOver(t *testing.T) {
 	}
 	if _, _, ok := later.WaitsOver(earlier, time.Nanosecond); ok {
 		t.Error("answered for a duration below every bound")
+	}
+	// A restarted service: its counts start again below the earlier ones.
+	if _, _, ok := earlier.WaitsOver(later, time.Millisecond); ok {
+		t.Error("compared across a restart (counts went down)")
+	}
+	// Four waits past 10 ms before, three after: not one service's counts.
+	inconsistent := Runtime{SchedWaitCount: 10, SchedWaits: slices.Clone(earlier.SchedWaits)}
+	inconsistent.SchedWaits[len(inconsistent.SchedWaits)-1].Count = 10
+	if _, _, ok := later.WaitsOver(inconsistent, time.Millisecond); ok {
+		t.Error("compared snapshots where a bucket's own count went down")
+	}
+	shifted := Runtime{SchedWaitCount: later.SchedWaitCount, SchedWaits: slices.Clone(later.SchedWaits)}
+	shifted.SchedWaits[2].UpperBound++
+	if _, _, ok := later.WaitsOver(shifted, time.Millisecond); ok {
+		t.Error("compared histograms with different bounds")
 	}
 }
 
