@@ -57,7 +57,7 @@ func NewMetrics(reg *prometheus.Registry) *Metrics {
 		opsNames: map[string]struct{}{},
 	}
 	reg.MustRegister(
-		// The scheduler's metrics (about 45 more series) add go_sched_latencies_seconds:
+		// The scheduler's metrics (about 60 more series) add go_sched_latencies_seconds:
 		// how long goroutines waited to run once runnable. It tells a process short of
 		// CPU (or crowded by its own goroutines) from one waiting on something else. The
 		// rest are goroutine counts by state and stop-the-world pause histograms.
