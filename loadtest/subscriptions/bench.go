@@ -178,6 +178,7 @@ func bench(o options) (outcome, error) {
 		cpu0, _ := h.CPUTime(pid)
 		mb0, mt0, _ := h.MachineCPU()
 		io0, ioErr0 := h.IOStall()
+		cw0, cwErr0 := h.CPUWait()
 		rt0, rtErr0 := h.ReadRuntime(ctx, client, svc.Base)
 		t0 := time.Now()
 		r := h.OpenLoop(ctx, client, targets, o.rate, o.duration, onAnswer)
@@ -192,6 +193,10 @@ func bench(o options) (outcome, error) {
 			ru.ioStall = io1 - io0
 		} else {
 			ru.ioStall = -1
+		}
+		ru.cpuWait = -1
+		if cw1, err := h.CPUWait(); err == nil && cwErr0 == nil {
+			ru.cpuWait = float64(cw1-cw0) / float64(ru.end.Sub(t0))
 		}
 		ru.gcs, ru.longWaits = -1, -1
 		if rt1, err := h.ReadRuntime(ctx, client, svc.Base); err == nil && rtErr0 == nil {
@@ -363,7 +368,7 @@ func bench(o options) (outcome, error) {
 			break
 		}
 	}
-	fmt.Fprintln(tw, "run\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\tservice CPU\tservice GCs\t"+waitsHeader+"\tmachine busy\tI/O stall\t")
+	fmt.Fprintln(tw, "run\trequests\terrors\treq/s\tp50\tp90\tp99\tmax\tservice CPU\tservice GCs\t"+waitsHeader+"\tmachine busy\tCPU wait\tI/O stall\t")
 	for _, ru := range runs {
 		r := ru.res
 		stall := "n/a"
@@ -377,15 +382,22 @@ func bench(o options) (outcome, error) {
 				gcs += fmt.Sprintf(" (%.1f MiB/s)", ru.allocRate/(1<<20))
 			}
 		}
+		cpuWait := "n/a"
+		if ru.cpuWait >= 0 {
+			cpuWait = fmt.Sprintf("%.1f%%", 100*ru.cpuWait)
+		}
 		waits := "n/a"
 		if ru.longWaits >= 0 {
 			waits = strconv.FormatInt(ru.longWaits, 10)
 		}
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f cores\t%s\t%s\t%.0f%%\t%s\t\n", ru.label, r.OK+r.Errs, r.Errs, r.RPS(),
-			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)), ru.cores, gcs, waits, 100*ru.machine, stall)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%.0f\t%s\t%s\t%s\t%s\t%.2f cores\t%s\t%s\t%.0f%%\t%s\t%s\t\n", ru.label, r.OK+r.Errs, r.Errs, r.RPS(),
+			h.FmtDur(r.Pct(50)), h.FmtDur(r.Pct(90)), h.FmtDur(r.Pct(99)), h.FmtDur(r.Pct(100)), ru.cores, gcs, waits, 100*ru.machine, cpuWait, stall)
 	}
 	tw.Flush()
-	fmt.Println("(I/O stall: how long all non-idle tasks of the machine were stalled on I/O at the same time, from /proc/pressure/io;")
+	fmt.Println("(CPU wait: the share of the run during which at least one runnable task of the machine waited for a CPU, from")
+	fmt.Println(" /proc/pressure/cpu: each invoke crosses several processes (client, service, Langflow stand-in, PostgreSQL), and")
+	fmt.Println(" every wake-up that finds both CPUs taken waits for one, whatever the service does inside;")
+	fmt.Println(" I/O stall: how long all non-idle tasks of the machine were stalled on I/O at the same time, from /proc/pressure/io;")
 	fmt.Println(" invokes wait for PostgreSQL's commit, so a disk stall shows in their p99 and max whoever else runs;")
 	fmt.Println(" service GCs: garbage collections the service ran during the run (and what it allocated), from its /metrics: each one's concurrent")
 	fmt.Println(" mark takes CPU from the calls for its duration, which grows with the subscriptions' live heap;")
@@ -478,6 +490,7 @@ type run struct {
 	cores      float64       // service CPU over the run
 	machine    float64       // share of the whole machine busy over the run (everyone's work)
 	ioStall    time.Duration // machine-wide full I/O stall over the run (harness.IOStall); -1 unknown
+	cpuWait    float64       // share of the run some runnable task waited for a CPU (harness.CPUWait); -1 unknown
 	gcs        int64         // the service's garbage collections during the run (harness.Runtime); -1 unknown
 	allocRate  float64       // bytes the service allocated per second over the run; -1 unknown
 	// longWaits counts the sampled waits of the service's runnable goroutines longer than

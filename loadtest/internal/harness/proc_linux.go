@@ -122,25 +122,46 @@ func MachineCPU() (busy, total float64, err error) {
 // on I/O at the same time so far (the "full" line of /proc/pressure/io; host-wide, even
 // in a container). Its difference over a run tells a disk stall (PostgreSQL's commits
 // wait for fsync) from the service's own slowness.
-func IOStall() (time.Duration, error) {
-	b, err := os.ReadFile("/proc/pressure/io")
+func IOStall() (time.Duration, error) { return readPressure("io", "full") }
+
+// CPUWait returns how long, in all, at least one runnable task of the machine has waited
+// for a CPU so far (the "some" line of /proc/pressure/cpu). It is the kernel's
+// counterpart of the Go scheduler's waits: its difference over a run, as a share of the
+// run, tells how often a wake-up anywhere on the machine (an invoke's, PostgreSQL's, a
+// subscription's) found every CPU taken.
+func CPUWait() (time.Duration, error) { return readPressure("cpu", "some") }
+
+func readPressure(resource, kind string) (time.Duration, error) {
+	path := "/proc/pressure/" + resource
+	b, err := os.ReadFile(path)
 	if err != nil {
 		return 0, err
 	}
-	for _, line := range strings.Split(string(b), "\n") {
+	d, err := parsePressure(string(b), kind)
+	if err != nil {
+		return 0, fmt.Errorf("%s: %w", path, err)
+	}
+	return d, nil
+}
+
+// parsePressure reads the total of the kind ("some" or "full") line of a PSI file:
+//
+//	some avg10=0.00 avg60=0.00 avg300=0.00 total=12345
+func parsePressure(text, kind string) (time.Duration, error) {
+	for _, line := range strings.Split(text, "\n") {
 		f := strings.Fields(line)
-		if len(f) == 0 || f[0] != "full" {
+		if len(f) == 0 || f[0] != kind {
 			continue
 		}
 		for _, kv := range f[1:] {
 			if v, ok := strings.CutPrefix(kv, "total="); ok {
 				us, err := strconv.ParseInt(v, 10, 64)
 				if err != nil {
-					break
+					return 0, fmt.Errorf("%s total %q: %w", kind, v, err)
 				}
 				return time.Duration(us) * time.Microsecond, nil
 			}
 		}
 	}
-	return 0, fmt.Errorf("unexpected /proc/pressure/io")
+	return 0, fmt.Errorf("no %s total", kind)
 }

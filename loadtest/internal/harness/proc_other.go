@@ -25,3 +25,5 @@ func WriteSyscalls(int) (int64, error) { return 0, errNoProc }
 func MachineCPU() (busy, total float64, err error) { return 0, 0, errNoProc }
 
 func IOStall() (time.Duration, error) { return 0, errNoProc }
+
+func CPUWait() (time.Duration, error) { return 0, errNoProc }
