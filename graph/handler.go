@@ -47,8 +47,14 @@ type Options struct {
 	AllowedOrigins []string
 	// Authenticate turns a connection_init payload into a context with a Viewer.
 	Authenticate func(ctx context.Context, payload map[string]any) (context.Context, error)
-	// Websocket limits; zero values take the defaults (10s, 20, 10).
-	WSInitTimeout           time.Duration
+	// Websocket limits; zero values take the defaults (10s, 15s, 20, 10).
+	WSInitTimeout time.Duration
+	// WSPingInterval is how often the server pings each connection: graphql-transport-ws
+	// clients must answer with a pong within two intervals or are disconnected (a peer
+	// that vanished without closing would otherwise hold its subscriptions and its place
+	// under MaxConnectionsPerUser until TCP gives up); legacy graphql-ws clients get the
+	// protocol's one-way keep-alive ("ka").
+	WSPingInterval          time.Duration
 	MaxSubscriptionsPerConn int
 	MaxConnectionsPerUser   int
 	// ObserveOperation records an operation's outcome (metrics); may be nil. For the
@@ -77,12 +83,14 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 		MaxSubscriptions:     orDefault(opts.MaxSubscriptionsPerConn, 20),
 		MaxConnectionsPerSub: orDefault(opts.MaxConnectionsPerUser, 10),
 	})
+	ping := orDefault(opts.WSPingInterval, 15*time.Second)
 	srv.AddTransport(transport.Websocket{
 		Implementation: guard,
 		InitFunc:       wsInit(opts.Authenticate, guard),
 		CloseFunc:      wsClosed,
 		// The guard enforces the init timeout with the protocol's own close code (4408).
-		KeepAlivePingInterval: 15 * time.Second,
+		KeepAlivePingInterval: ping, // legacy graphql-ws
+		PingPongInterval:      ping, // graphql-transport-ws: a missing pong closes the connection
 	})
 	srv.AddTransport(transport.Options{})
 	srv.AddTransport(transport.GET{})

@@ -22,14 +22,23 @@ import (
 // wsDial opens a graphql-transport-ws connection to the harness.
 func wsDial(t *testing.T, h *harness) *websocket.Conn {
 	t.Helper()
+	return wsDialProtocol(t, h, "graphql-transport-ws")
+}
+
+// wsDialProtocol opens a websocket to the harness that speaks the given subprotocol.
+func wsDialProtocol(t *testing.T, h *harness, subprotocol string) *websocket.Conn {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	url := "ws" + strings.TrimPrefix(h.srv.URL, "http") + "/"
-	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}})
+	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{subprotocol}})
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
 	t.Cleanup(func() { c.CloseNow() })
+	if c.Subprotocol() != subprotocol {
+		t.Fatalf("negotiated %q, want %q", c.Subprotocol(), subprotocol)
+	}
 	return c
 }
 
@@ -301,6 +310,143 @@ func TestLegacyGraphQLWSProtocol(t *testing.T) {
 			t.Fatalf("legacy protocol: %s", b)
 		}
 	}
+}
+
+// The legacy protocol gets the same limits as graphql-transport-ws: a socket that never
+// sends connection_init is closed, the per-connection cap refuses a further operation
+// (and stop frees a place), and a second operation under a running id closes the
+// connection instead of leaving the first to run unseen until the connection ends.
+func TestLegacyGraphQLWSLimits(t *testing.T) {
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) {
+		o.LiveUsage = fakeLive{}
+		o.MaxSubscriptionsPerConn = 2
+		o.WSInitTimeout = 300 * time.Millisecond
+	})
+	admin := h.token("legacy-admin", auth.RolePlatformAdmin)
+	start := func(t *testing.T, c *websocket.Conn, id string) {
+		t.Helper()
+		wsSend(t, c, map[string]any{"type": "start", "id": id, "payload": map[string]any{
+			"query": `subscription { usageStats(filter: {}) { asOf } }`}})
+	}
+
+	t.Run("init timeout", func(t *testing.T) {
+		c := wsDialProtocol(t, h, "graphql-ws")
+		if got := wsCloseCode(t, c, 5*time.Second); got != graph.CloseInitTimeout {
+			t.Fatalf("close code %d, want %d", got, graph.CloseInitTimeout)
+		}
+	})
+	t.Run("cap per connection", func(t *testing.T) {
+		c := wsDialProtocol(t, h, "graphql-ws")
+		wsInit(t, c, admin)
+		start(t, c, "a")
+		wsNextFor(t, c, "a", "data")
+		start(t, c, "b")
+		wsNextFor(t, c, "b", "data")
+		start(t, c, "c")
+		m := wsNextFor(t, c, "c", "error", "data")
+		if m["type"] != "error" || !strings.Contains(fmt.Sprint(m["payload"]), "RATE_LIMITED") {
+			t.Fatalf("third operation: %v", m)
+		}
+		wsSend(t, c, map[string]any{"type": "stop", "id": "a"})
+		deadline := time.Now().Add(3 * time.Second)
+		for {
+			start(t, c, "d")
+			if m := wsNextFor(t, c, "d", "error", "data"); m["type"] == "data" {
+				return
+			}
+			if time.Now().After(deadline) {
+				t.Fatal("no place freed after stopping an operation")
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	})
+	t.Run("duplicate id", func(t *testing.T) {
+		c := wsDialProtocol(t, h, "graphql-ws")
+		wsInit(t, c, admin)
+		start(t, c, "a")
+		wsNextFor(t, c, "a", "data")
+		start(t, c, "a")
+		if got := wsCloseCode(t, c, 5*time.Second); got != graph.CloseSubscriberExists {
+			t.Fatalf("close code %d, want %d", got, graph.CloseSubscriberExists)
+		}
+	})
+}
+
+// The server notices a peer that vanished without closing (a laptop lid shut, a dropped
+// mobile network), which would otherwise hold its subscriptions and its place under the
+// per-person cap until TCP gives up: a graphql-transport-ws client is pinged and, if it
+// never answers with a pong, disconnected; one that answers stays connected. Legacy
+// graphql-ws clients receive that protocol's keep-alive.
+func TestWebsocketKeepalive(t *testing.T) {
+	const interval = 250 * time.Millisecond
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) { o.WSPingInterval = interval })
+	tok := h.token("keepalive-user", auth.RoleCustomer)
+	isPing := func(b []byte) bool {
+		var m map[string]any
+		return json.Unmarshal(b, &m) == nil && m["type"] == "ping"
+	}
+
+	t.Run("a client that never answers is disconnected", func(t *testing.T) {
+		c := wsDial(t, h)
+		wsInit(t, c, tok)
+		ctx, cancel := context.WithTimeout(context.Background(), 20*interval)
+		defer cancel()
+		pings := 0
+		for {
+			_, b, err := c.Read(ctx)
+			if ctx.Err() != nil {
+				t.Fatalf("still connected after %v without answering %d pings", 20*interval, pings)
+			}
+			if err != nil {
+				break
+			}
+			if isPing(b) {
+				pings++
+			}
+		}
+		if pings == 0 {
+			t.Fatal("disconnected without having been pinged")
+		}
+	})
+	t.Run("a client that answers stays", func(t *testing.T) {
+		c := wsDial(t, h)
+		wsInit(t, c, tok)
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		pings := 0
+		for until := time.Now().Add(8 * interval); time.Now().Before(until); { // four times what a silent one gets
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				t.Fatalf("disconnected after answering %d pings: %v", pings, err)
+			}
+			if isPing(b) {
+				pings++
+				wsSend(t, c, map[string]any{"type": "pong"})
+			}
+		}
+		if pings < 3 {
+			t.Fatalf("%d pings in %v at a %v interval", pings, 8*interval, interval)
+		}
+		wsSend(t, c, map[string]any{"type": "subscribe", "id": "q", "payload": map[string]any{"query": "{ viewer { subject } }"}})
+		if m := wsNextFor(t, c, "q", "next", "error"); m["type"] != "next" {
+			t.Fatalf("after the pings: %v", m)
+		}
+	})
+	t.Run("legacy graphql-ws gets keep-alives", func(t *testing.T) {
+		c := wsDialProtocol(t, h, "graphql-ws")
+		wsInit(t, c, tok)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		for kas := 0; kas < 2; {
+			_, b, err := c.Read(ctx)
+			if err != nil {
+				t.Fatalf("after %d keep-alives: %v", kas, err)
+			}
+			if strings.Contains(string(b), `"type":"ka"`) {
+				kas++
+			}
+		}
+	})
 }
 
 // cohortLive is fakeLive that records the hub cohort of each subscription.

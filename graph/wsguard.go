@@ -77,7 +77,10 @@ func (g *wsGuard) Accept(w http.ResponseWriter, r *http.Request, opts transport.
 	if slot, ok := r.Context().Value(guardSlotKey{}).(*guardSlot); ok {
 		slot.conn = pc
 	}
-	if conn.Subprotocol() == transportWS && g.limits.InitTimeout > 0 {
+	// Both protocols: a socket that never sends connection_init is never counted against
+	// its person's connections (that happens at init), so only this timer ends it. The
+	// legacy protocol has no close code of its own for it and gets the same one.
+	if g.limits.InitTimeout > 0 {
 		pc.initTimer = time.AfterFunc(g.limits.InitTimeout, func() {
 			if !pc.initReceived() {
 				pc.closeWith(CloseInitTimeout, "Connection initialisation timeout")
@@ -115,7 +118,7 @@ func (g *wsGuard) admit(ctx context.Context, subject string, expiry time.Time) (
 
 var errTooManyConnections = errors.New("too many connections")
 
-// protocolConn checks graphql-transport-ws messages before gqlgen reads them.
+// protocolConn checks each protocol message before gqlgen reads it.
 type protocolConn struct {
 	transport.WebsocketConn
 	limits wsLimits
@@ -173,9 +176,6 @@ func (c *protocolConn) NextReader() (int, io.Reader, error) {
 		if err != nil {
 			return typ, r, err
 		}
-		if c.Subprotocol() != transportWS {
-			return typ, r, nil
-		}
 		data, err := io.ReadAll(r)
 		if err != nil {
 			return typ, nil, err
@@ -193,12 +193,21 @@ func (c *protocolConn) NextReader() (int, io.Reader, error) {
 // check applies the protocol rules to one incoming message. It reports whether the
 // message goes on to gqlgen, or an error after closing the connection.
 func (c *protocolConn) check(data []byte) (bool, error) {
+	legacy := c.Subprotocol() != transportWS
 	var m wsMessage
 	if err := json.Unmarshal(data, &m); err != nil || m.Type == "" {
+		if legacy {
+			return true, nil // gqlgen answers the legacy protocol's malformed messages its own way
+		}
 		c.closeWith(CloseBadRequest, "Invalid message received")
 		return false, transport.ErrWebsocketClosed
 	}
-	v := c.decide(m)
+	var v verdict
+	if legacy {
+		v = c.decideLegacy(m)
+	} else {
+		v = c.decide(m)
+	}
 	switch {
 	case v.code != 0:
 		c.closeWith(v.code, v.reason)
@@ -256,6 +265,41 @@ func (c *protocolConn) decide(m wsMessage) verdict {
 	return verdict{}
 }
 
+// decideLegacy is decide for the legacy graphql-ws protocol (subscriptions-transport-ws):
+// connection_init stops the init timer, start and stop count operations against the
+// same cap. Where that protocol defines no close code, the one graphql-transport-ws uses
+// for the same fault is sent: a second operation under a live id would otherwise leave
+// gqlgen without a handle on the first, which would run until the connection ends.
+// Everything else (malformed or unexpected messages, a start before connection_init)
+// gqlgen answers as that protocol says.
+func (c *protocolConn) decideLegacy(m wsMessage) verdict {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		return verdict{code: CloseBadRequest, reason: "closed"}
+	}
+	switch m.Type {
+	case "connection_init":
+		c.inits++
+		if c.initTimer != nil {
+			c.initTimer.Stop()
+		}
+	case "start":
+		switch {
+		case !c.acked:
+			return verdict{}
+		case c.active[m.ID]:
+			return verdict{code: CloseSubscriberExists, reason: "Subscriber for " + m.ID + " already exists"}
+		case c.limits.MaxSubscriptions > 0 && len(c.active) >= c.limits.MaxSubscriptions:
+			return verdict{refuse: fmt.Sprintf("at most %d subscriptions per connection", c.limits.MaxSubscriptions)}
+		}
+		c.active[m.ID] = true
+	case "stop":
+		delete(c.active, m.ID)
+	}
+	return verdict{}
+}
+
 // refuse answers a subscribe with an error and completes it.
 func (c *protocolConn) refuse(id, msg string) {
 	payload, _ := json.Marshal([]map[string]any{{"message": msg, "extensions": map[string]any{"code": CodeRateLimited}}})
@@ -266,19 +310,18 @@ func (c *protocolConn) refuse(id, msg string) {
 // learn when the connection is acknowledged and when operations complete. It reads the
 // message's type and id from the struct gqlgen hands over rather than marshalling it: this
 // runs for every message of every subscription, and the connection marshals it anyway.
+// Both protocols name these three messages alike.
 func (c *protocolConn) WriteJSON(v any) error {
-	if c.Subprotocol() == transportWS {
-		typ, id := messageTypeID(v)
-		switch typ {
-		case "connection_ack", "complete", "error":
-			c.mu.Lock()
-			if typ == "connection_ack" {
-				c.acked = true
-			} else {
-				delete(c.active, id)
-			}
-			c.mu.Unlock()
+	typ, id := messageTypeID(v)
+	switch typ {
+	case "connection_ack", "complete", "error":
+		c.mu.Lock()
+		if typ == "connection_ack" {
+			c.acked = true
+		} else {
+			delete(c.active, id)
 		}
+		c.mu.Unlock()
 	}
 	return c.WebsocketConn.WriteJSON(v)
 }

@@ -297,6 +297,10 @@ func (sc *subConn) readDecoded(b []byte, now time.Time) {
 	if json.Unmarshal(b, &m) != nil {
 		return
 	}
+	if m.Type == "ping" {
+		sc.pong() // the service disconnects a client that does not answer its keepalive
+		return
+	}
 	sc.mu.Lock()
 	sc.hist[now.Unix()]++
 	s := sc.subs[m.ID]
@@ -338,6 +342,13 @@ func (sc *subConn) readDecoded(b []byte, now time.Time) {
 		}
 	}
 	sc.mu.Unlock()
+}
+
+// pong answers the service's keepalive ping, from the reading goroutine.
+func (sc *subConn) pong() {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	_ = sc.c.Write(ctx, websocket.MessageText, []byte(`{"type":"pong"}`))
 }
 
 // readFast records a "next" message after a subscription's first, in the exact shape the
