@@ -73,6 +73,12 @@ type Config struct {
 	GraphQLMaxDepth      int
 	GraphQLMaxPageSize   int
 
+	WSInitTimeout                   time.Duration
+	WSPingInterval                  time.Duration
+	WSMaxSubscriptionsPerConnection int
+	WSMaxConnectionsPerUser         int
+	UsageStatsInterval              time.Duration
+
 	ShutdownTimeout   time.Duration
 	ReadHeaderTimeout time.Duration
 
@@ -275,6 +281,11 @@ func configSpecs() []varSpec {
 		positiveInt("GRAPHQL_MAX_COMPLEXITY", "1000", "Largest accepted GraphQL query complexity.", func(c *Config) *int { return &c.GraphQLMaxComplexity }),
 		positiveInt("GRAPHQL_MAX_DEPTH", "12", "Deepest accepted GraphQL selection nesting.", func(c *Config) *int { return &c.GraphQLMaxDepth }),
 		positiveInt("GRAPHQL_MAX_PAGE_SIZE", "100", "Largest `first`/`last` accepted on connections.", func(c *Config) *int { return &c.GraphQLMaxPageSize }),
+		positiveDuration("WS_INIT_TIMEOUT", "10s", "How long a new websocket on /graphql may take to send `connection_init` before it is closed (4408).", func(c *Config) *time.Duration { return &c.WSInitTimeout }),
+		positiveDuration("WS_PING_INTERVAL", "15s", "How often the server pings each websocket; a graphql-transport-ws client that does not answer with a pong within two intervals is disconnected.", func(c *Config) *time.Duration { return &c.WSPingInterval }),
+		positiveInt("WS_MAX_SUBSCRIPTIONS_PER_CONNECTION", "20", "Subscriptions one websocket may hold at once; further ones are refused with `RATE_LIMITED`, the connection stays.", func(c *Config) *int { return &c.WSMaxSubscriptionsPerConnection }),
+		positiveInt("WS_MAX_CONNECTIONS_PER_USER", "10", "Websockets one person (token subject) may hold open on one replica; a further one is closed with 4429.", func(c *Config) *int { return &c.WSMaxConnectionsPerUser }),
+		positiveDuration("USAGE_STATS_INTERVAL", "500ms", "Shortest time between two `usageStats` messages to one subscriber; the calls in between arrive together in the next message.", func(c *Config) *time.Duration { return &c.UsageStatsInterval }),
 		positiveDuration("SHUTDOWN_TIMEOUT", "25s", "How long a stopping server waits for in-flight requests and drains (keep below the orchestrator's kill grace period).", func(c *Config) *time.Duration { return &c.ShutdownTimeout }),
 		positiveDuration("READ_HEADER_TIMEOUT", "10s", "How long a client may take to send request headers (slowloris protection).", func(c *Config) *time.Duration { return &c.ReadHeaderTimeout }),
 		positiveInt("DB_MAX_OPEN_CONNS", "20", "Maximum open database connections per replica.", func(c *Config) *int { return &c.DBMaxOpenConns }),

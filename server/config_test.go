@@ -41,30 +41,35 @@ func TestLoadConfigProductionDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := Config{
-		Addr:                 "127.0.0.1:8080",
-		DatabaseURL:          "sqlite:./data/agentregistry.db",
-		LogLevel:             "info",
-		LogFormat:            "json",
-		OIDCIssuer:           "https://keycloak.example.com/realms/portal",
-		OIDCClientIDs:        []string{"portal-api", "portal-web"},
-		OIDCRoleClient:       "portal-api",
-		OIDCRoleAdmin:        "platform-admin",
-		OIDCRoleProvider:     "provider",
-		OIDCRoleCustomer:     "customer",
-		OIDCTenantClaim:      "organization",
-		MaxBodyBytes:         1 << 20,
-		GraphQLMaxComplexity: 1000,
-		GraphQLMaxDepth:      12,
-		GraphQLMaxPageSize:   100,
-		ShutdownTimeout:      25 * time.Second,
-		ReadHeaderTimeout:    10 * time.Second,
-		DBMaxOpenConns:       20,
-		DBMaxIdleConns:       10,
-		LangflowTimeout:      60 * time.Second,
-		UsageRetention:       720 * time.Hour,
-		APIKeySigningKeys:    []SigningKey{{"k2", Secret(testSecretA)}, {"k1", Secret(testSecretB)}},
-		APIKeyIssuer:         "agentregistry",
-		DataDir:              "./data",
+		Addr:                            "127.0.0.1:8080",
+		DatabaseURL:                     "sqlite:./data/agentregistry.db",
+		LogLevel:                        "info",
+		LogFormat:                       "json",
+		OIDCIssuer:                      "https://keycloak.example.com/realms/portal",
+		OIDCClientIDs:                   []string{"portal-api", "portal-web"},
+		OIDCRoleClient:                  "portal-api",
+		OIDCRoleAdmin:                   "platform-admin",
+		OIDCRoleProvider:                "provider",
+		OIDCRoleCustomer:                "customer",
+		OIDCTenantClaim:                 "organization",
+		MaxBodyBytes:                    1 << 20,
+		GraphQLMaxComplexity:            1000,
+		GraphQLMaxDepth:                 12,
+		GraphQLMaxPageSize:              100,
+		WSInitTimeout:                   10 * time.Second,
+		WSPingInterval:                  15 * time.Second,
+		UsageStatsInterval:              500 * time.Millisecond,
+		ShutdownTimeout:                 25 * time.Second,
+		WSMaxSubscriptionsPerConnection: 20,
+		WSMaxConnectionsPerUser:         10,
+		ReadHeaderTimeout:               10 * time.Second,
+		DBMaxOpenConns:                  20,
+		DBMaxIdleConns:                  10,
+		LangflowTimeout:                 60 * time.Second,
+		UsageRetention:                  720 * time.Hour,
+		APIKeySigningKeys:               []SigningKey{{"k2", Secret(testSecretA)}, {"k1", Secret(testSecretB)}},
+		APIKeyIssuer:                    "agentregistry",
+		DataDir:                         "./data",
 	}
 	if !reflect.DeepEqual(c, want) {
 		t.Fatalf("defaults:\n got %#v\nwant %#v", fmt.Sprintf("%+v", c), fmt.Sprintf("%+v", want))
@@ -135,12 +140,14 @@ func TestLoadConfigValidForms(t *testing.T) {
 		"CORS_ALLOWED_ORIGINS": " https://portal.example.com , https://*.example.org ",
 		"REDIS_URL":            "rediss://:pw@redis:6380/0", "LANGFLOW_URL": "http://langflow:7860",
 		"WALDUR_URL": "https://waldur.example.com/api/", "DB_MAX_IDLE_CONNS": "0", "MIGRATE_ON_START": "true",
+		"WS_PING_INTERVAL": "30s", "WS_MAX_SUBSCRIPTIONS_PER_CONNECTION": "50", "USAGE_STATS_INTERVAL": "2s",
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
 	if c.Addr != ":9090" || c.LogLevel != "debug" || c.ShutdownTimeout != 90*time.Second ||
-		!reflect.DeepEqual(c.CORSAllowedOrigins, []string{"https://portal.example.com", "https://*.example.org"}) || !c.AutoMigrate() {
+		!reflect.DeepEqual(c.CORSAllowedOrigins, []string{"https://portal.example.com", "https://*.example.org"}) || !c.AutoMigrate() ||
+		c.WSPingInterval != 30*time.Second || c.WSMaxSubscriptionsPerConnection != 50 || c.UsageStatsInterval != 2*time.Second {
 		t.Errorf("parsed: %+v", c)
 	}
 }

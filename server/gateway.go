@@ -35,7 +35,7 @@ func (s *Server) buildGateway(ctx context.Context, baseURL string) (*gateway.Gat
 
 	// Every committed batch goes to the live-usage hub, which fans it out to subscribers
 	// on every replica through the bus.
-	s.live = live.NewHub(s.db.Client, s.bus, live.Options{Logger: s.logger})
+	s.live = live.NewHub(s.db.Client, s.bus, live.Options{Interval: s.cfg.UsageStatsInterval, Logger: s.logger})
 	s.closers = append(s.closers, s.live.Close)
 	s.metrics.RegisterLive(s.live)
 	quota := usage.NewQuotaCounter(usage.NewQuota(s.db.Client), usage.QuotaCounterOptions{Logger: s.logger})

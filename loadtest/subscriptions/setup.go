@@ -77,7 +77,7 @@ type world struct {
 
 // subjectsFor is how many people must share a load of subs subscriptions: the service
 // admits at most connsPerSubject connections of subsPerConn subscriptions per subject,
-// and the benchmark must not hit that cap (it has no environment override).
+// and the benchmark must not hit that cap (it runs the service with the default caps).
 func subjectsFor(subs int) int {
 	return max(1, (subs+connsPerSubject*subsPerConn-1)/(connsPerSubject*subsPerConn))
 }
