@@ -14,9 +14,11 @@ type LiveUsage interface {
 }
 
 // usageFilter checks the filter against the viewer when the subscription starts, and
-// returns the hub's filter. A buyer must name one of its tenants as buyer, a provider
-// one of its tenants as seller; only a platform admin may watch everything. The other
-// dimensions only narrow (events must match all of them), so they cannot widen a view.
+// returns the hub's filter. It must name one of the viewer's tenants, as buyer
+// (tenantID) or as seller (providerTenantID); only a platform admin may watch
+// everything. Every other dimension only narrows (an event must match all of them), so
+// once one of the viewer's tenants is named, nothing else can widen the view: a provider
+// may name a buyer of its agents beside its own tenant, as the usage query lets it.
 func usageFilter(ctx context.Context, in model.UsageStatsFilter) (live.Filter, error) {
 	v := auth.FromContext(ctx)
 	if v == nil {
@@ -32,12 +34,13 @@ func usageFilter(ctx context.Context, in model.UsageStatsFilter) (live.Filter, e
 	buyer := f.TenantID != "" && v.MemberOf(f.TenantID)
 	seller := f.ProviderTenantID != "" && v.MemberOf(f.ProviderTenantID)
 	switch {
-	case f.TenantID != "" && !buyer, f.ProviderTenantID != "" && !seller:
+	case buyer || seller:
+		return f, nil
+	case f.TenantID != "" || f.ProviderTenantID != "":
 		return live.Filter{}, errForbidden
-	case !buyer && !seller:
+	default:
 		return live.Filter{}, &Error{Code: CodeForbidden, Message: "name one of your tenants as tenantID or providerTenantID"}
 	}
-	return f, nil
 }
 
 // deref returns *p, or the zero value for nil.
