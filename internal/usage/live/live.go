@@ -161,8 +161,11 @@ const (
 	// skip their events if they still arrive on the bus: longer than any plausible bus
 	// delay between a commit and its delivery.
 	seenTTL = 30 * time.Second
-	// loadConcurrency bounds the database loads of a mass reload (after a reconnect,
-	// every group reloads at once).
+	// loadConcurrency bounds the hub's database loads in flight: first loads of new
+	// filters and reloads alike. Each holds a pooled connection for its snapshot, and the
+	// usage recorder's commits, which invokes wait for, need the same pool; without the
+	// bound one person opening a few hundred distinct filters, or a mass reload after a
+	// reconnect, could take every connection.
 	loadConcurrency = 4
 	// publishTimeout bounds one bus publish.
 	publishTimeout = 5 * time.Second
@@ -192,6 +195,7 @@ type Hub struct {
 
 	pub        publisher
 	reloadKick chan struct{} // capacity 1
+	loads      chan struct{} // capacity loadConcurrency: a slot per database load in flight
 
 	dialectMu sync.Mutex
 	dialect   string
@@ -298,6 +302,7 @@ func NewHub(client *ent.Client, bus pubsub.Bus, opts Options) *Hub {
 		cancel:     cancel,
 		done:       make(chan struct{}),
 		reloadKick: make(chan struct{}, 1),
+		loads:      make(chan struct{}, loadConcurrency),
 		groups:     make(map[groupKey]*group),
 		idx:        newIndex(),
 	}

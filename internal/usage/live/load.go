@@ -26,6 +26,12 @@ import (
 // counted. SQLite is left without a transaction: the service opens it with immediate
 // transactions, which would take the write lock from the recorder.
 func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
+	select { // at most loadConcurrency loads at a time; the wait is not the load's timeout
+	case h.loads <- struct{}{}:
+		defer func() { <-h.loads }()
+	case <-h.ctx.Done():
+		return state{}, nil, fmt.Errorf("live: load: %w", h.ctx.Err())
+	}
 	// The load acts for the service, not for a viewer: the subscription's filter was
 	// authorized by the caller of Subscribe, and the WHERE clauses pin it.
 	ctx, cancel := context.WithTimeout(auth.SystemContext(h.ctx), h.opts.LoadTimeout)
