@@ -15,6 +15,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 	"github.com/coder/websocket"
 	"github.com/vektah/gqlparser/v2/ast"
+	"github.com/vektah/gqlparser/v2/gqlerror"
 
 	"github.com/gsvdev/agentregistry/ent"
 	"github.com/gsvdev/agentregistry/graph/generated"
@@ -47,6 +48,9 @@ type Options struct {
 	AllowedOrigins []string
 	// Authenticate turns a connection_init payload into a context with a Viewer.
 	Authenticate func(ctx context.Context, payload map[string]any) (context.Context, error)
+	// RefreshViewer re-reads a websocket viewer's tenant memberships as each of its
+	// operations starts (auth.Authenticator.Refresh); nil keeps those of connection_init.
+	RefreshViewer func(ctx context.Context, v *auth.Viewer) (*auth.Viewer, error)
 	// Websocket limits; zero values take the defaults (10s, 15s, 20, 10).
 	WSInitTimeout time.Duration
 	// WSPingInterval is how often the server pings each connection: graphql-transport-ws
@@ -113,6 +117,9 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	srv.SetErrorPresenter(presentError(opts.Logger))
 	srv.SetRecoverFunc(recoverPanic(opts.Logger))
 	srv.Use(subscriptionIDs{})
+	if opts.RefreshViewer != nil {
+		srv.AroundOperations(refreshViewer(opts.RefreshViewer, presentError(opts.Logger)))
+	}
 	srv.AroundOperations(shareRenders{record: opts.ObserveOperation}.aroundOperations)
 	srv.AroundFields(requireViewer)
 	srv.AroundFields(capPageSize(opts.MaxPageSize))
@@ -145,6 +152,26 @@ func requireViewer(ctx context.Context, next graphql.Resolver) (any, error) {
 		err = errUnauthenticated
 	}
 	return nil, err
+}
+
+// refreshViewer gives each operation of a websocket the viewer's memberships of now. The
+// connection authenticated once, at connection_init, and may live for as long as its
+// token; an HTTP request authenticates each time and passes through untouched. An
+// operation started after its person left a tenant is then refused like a request, while
+// the ones already running end with the token.
+func refreshViewer(refresh func(context.Context, *auth.Viewer) (*auth.Viewer, error), present graphql.ErrorPresenterFunc) graphql.OperationMiddleware {
+	return func(ctx context.Context, next graphql.OperationHandler) graphql.ResponseHandler {
+		slot, _ := ctx.Value(guardSlotKey{}).(*guardSlot)
+		v := auth.FromContext(ctx)
+		if slot == nil || slot.conn == nil || v == nil {
+			return next(ctx)
+		}
+		fresh, err := refresh(ctx, v)
+		if err != nil {
+			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{present(ctx, err)}})
+		}
+		return next(auth.NewContext(ctx, fresh))
+	}
 }
 
 // hasRole implements @hasRole: platform admins pass every role check.

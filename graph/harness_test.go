@@ -83,6 +83,7 @@ func newHarness(t *testing.T, driver string, opts ...harnessOption) *harness {
 		MaxPageSize:   maxPageSize,
 		Introspection: true,
 		Authenticate:  authn.FromInitPayload,
+		RefreshViewer: authn.Refresh,
 		Logger:        logger,
 	}
 	for _, o := range opts {

@@ -12,6 +12,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/gsvdev/agentregistry/ent/membership"
 	"github.com/gsvdev/agentregistry/graph"
 	"github.com/gsvdev/agentregistry/internal/auth"
 	"github.com/gsvdev/agentregistry/internal/auth/authtest"
@@ -447,6 +448,29 @@ func TestWebsocketKeepalive(t *testing.T) {
 			}
 		}
 	})
+}
+
+// A websocket authenticates once, at connection_init, but each operation it starts sees
+// the memberships of now: once a person has left a tenant, a new subscription to that
+// tenant's numbers on the same connection is refused, as an HTTP request would be.
+func TestWebsocketOperationsSeeCurrentMemberships(t *testing.T) {
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) { o.LiveUsage = fakeLive{} })
+	m := newFixtures(t, h.client).tenant("leaver", "leaver", membership.RoleMember)
+	c := wsDial(t, h)
+	wsInit(t, c, h.token("leaver", auth.RoleCustomer))
+	subscribe := func(id string) map[string]any {
+		t.Helper()
+		wsSend(t, c, map[string]any{"type": "subscribe", "id": id, "payload": map[string]any{
+			"query": fmt.Sprintf(`subscription { usageStats(filter: {tenantID: %q}) { asOf } }`, m.Tenant.ID)}})
+		return wsNextFor(t, c, id, "next", "error")
+	}
+	if got := subscribe("member"); got["type"] != "next" || strings.Contains(fmt.Sprint(got["payload"]), "errors") {
+		t.Fatalf("a member's subscription: %v", got)
+	}
+	h.client.Membership.DeleteOneID(m.Membership.ID).ExecX(auth.SystemContext(context.Background()))
+	if got := subscribe("former"); !strings.Contains(fmt.Sprint(got["payload"]), "FORBIDDEN") {
+		t.Fatalf("a former member's subscription on the same connection: %v", got)
+	}
 }
 
 // cohortLive is fakeLive that records the hub cohort of each subscription.

@@ -55,6 +55,7 @@ func (s *Server) routes() http.Handler {
 		MaxSubscriptionsPerConn: s.cfg.WSMaxSubscriptionsPerConnection,
 		MaxConnectionsPerUser:   s.cfg.WSMaxConnectionsPerUser,
 		Authenticate:            s.auth.FromInitPayload,
+		RefreshViewer:           s.auth.Refresh,
 		ObserveOperation:        s.metrics.ObserveGraphQL,
 		Logger:                  s.logger,
 	})

@@ -253,15 +253,27 @@ func (a *Authenticator) Authenticate(ctx context.Context, rawToken string) (*Vie
 		a.log.Debug("auth: token rejected", "reason", reason.Error())
 		return nil, ErrUnauthenticated
 	}
-	if a.members != nil {
-		tenants, err := a.members.Memberships(ctx, v)
-		if err != nil {
-			a.log.Error("auth: membership lookup failed", "sub", v.Subject, "err", err)
-			return nil, ErrUnavailable
-		}
-		v.Tenants = tenants
+	return a.Refresh(ctx, v)
+}
+
+// Refresh returns a copy of v with its tenant memberships read again (v is not
+// modified). Authenticate reads them once per token check; a connection that
+// authenticated once and lives on (a websocket) calls Refresh as each of its operations
+// starts, so that a person removed from a tenant, or a tenant suspended, since
+// connection_init is treated as an HTTP request would treat them. A membership source
+// that cannot be reached yields ErrUnavailable.
+func (a *Authenticator) Refresh(ctx context.Context, v *Viewer) (*Viewer, error) {
+	if a.members == nil || v == nil {
+		return v, nil
 	}
-	return v, nil
+	tenants, err := a.members.Memberships(ctx, v)
+	if err != nil {
+		a.log.Error("auth: membership lookup failed", "sub", v.Subject, "err", err)
+		return nil, ErrUnavailable
+	}
+	cp := *v
+	cp.Tenants = tenants
+	return &cp, nil
 }
 
 // verify returns the viewer, or the (internal, loggable) reason the token is rejected.
