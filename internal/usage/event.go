@@ -34,6 +34,11 @@ type Event struct {
 	ElapsedMS        int64
 	StartedAt        time.Time // decides the day (UTC) the call is rolled up into
 	ErrorCode        string
+	// CommitXID is, on PostgreSQL, the id of the transaction that stored the record
+	// (pg_current_xact_id), set by the recorder once it committed; 0 where unknown
+	// (SQLite, or an event from a replica that predates it). Whoever read the usage tables
+	// in a snapshot can tell from it whether that snapshot already counted the call.
+	CommitXID uint64
 }
 
 // ErrInvalidEvent is returned by Record for an event that cannot be stored. It is

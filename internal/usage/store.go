@@ -188,23 +188,38 @@ func insertRecords(ctx context.Context, tx *ent.Tx, events []Event) ([]Event, er
 }
 
 // scanInserted reads the request ids an INSERT ... RETURNING inserted, closes rows, and
-// returns those of events, in events' order.
+// returns those of events, in events' order. When rows carry a second column, it is the
+// inserting transaction's id (Event.CommitXID).
 func scanInserted(rows *stdsql.Rows, events []Event) ([]Event, error) {
 	defer rows.Close()
-	fresh := make(map[string]struct{}, len(events))
+	cols, err := rows.Columns()
+	if err != nil {
+		return nil, err
+	}
+	fresh := make(map[string]uint64, len(events))
 	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
+		var (
+			id  string
+			xid uint64
+			err error
+		)
+		if len(cols) > 1 {
+			err = rows.Scan(&id, &xid)
+		} else {
+			err = rows.Scan(&id)
+		}
+		if err != nil {
 			return nil, err
 		}
-		fresh[id] = struct{}{}
+		fresh[id] = xid
 	}
 	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	inserted := make([]Event, 0, len(fresh))
 	for _, ev := range events {
-		if _, ok := fresh[ev.RequestID]; ok {
+		if xid, ok := fresh[ev.RequestID]; ok {
+			ev.CommitXID = xid
 			inserted = append(inserted, ev)
 		}
 	}

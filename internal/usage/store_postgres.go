@@ -123,8 +123,11 @@ func buildPGBatchSQL() string {
 	writeRollupConflict(&b)
 	b.WriteString(") ")
 
-	// Data-modifying CTEs run to completion whether or not the main query reads them.
-	fmt.Fprintf(&b, "SELECT %s FROM ins", quote(usagerecord.FieldRequestID))
+	// Data-modifying CTEs run to completion whether or not the main query reads them. The
+	// transaction id goes with each event to the live-usage hubs, which compare it with
+	// the snapshot they loaded their totals in (Event.CommitXID); xid8 is 64 bits wide and
+	// never wraps, so it is sent as its decimal text.
+	fmt.Fprintf(&b, "SELECT %s, pg_current_xact_id()::text FROM ins", quote(usagerecord.FieldRequestID))
 	return b.String()
 }
 

@@ -147,9 +147,9 @@ type group struct {
 	// pending is incomplete and the group must be loaded again.
 	pendingOverflow bool
 
-	// seen holds the request ids the last load read from usage_records: their events
-	// may still be on the bus, and must not be counted twice. Dropped after seenTTL.
-	seen      map[string]struct{}
+	// counted is what the last load counted: those calls' events may still be on the
+	// bus, and must not be counted twice. Its ids are dropped at seenUntil.
+	counted   counted
 	seenUntil time.Time
 
 	st         state
@@ -181,11 +181,8 @@ func (g *group) ingest(ev *usage.Event, today, now time.Time, recentCap int) {
 
 // apply counts ev unless the last load already did.
 func (g *group) apply(ev *usage.Event, today, now time.Time, recentCap int) {
-	if g.seen != nil {
-		if _, ok := g.seen[ev.RequestID]; ok {
-			delete(g.seen, ev.RequestID) // delivered once: it will not come again
-			return
-		}
+	if g.counted.includes(ev) {
+		return
 	}
 	g.st.roll(today)
 	g.st.apply(ev, now, recentCap)

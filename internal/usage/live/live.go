@@ -525,13 +525,13 @@ func (h *Hub) free(g *group) {
 	}
 	h.idx.remove(g)
 	g.pending = nil
-	g.seen = nil
+	g.counted = counted{}
 }
 
 // firstLoad reads a new group's state and releases the subscribers waiting for it.
 func (h *Hub) firstLoad(g *group) {
 	defer h.wg.Done()
-	st, seen, err := h.load(g.key)
+	st, c, err := h.load(g.key)
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	defer close(g.ready)
@@ -544,15 +544,15 @@ func (h *Hub) firstLoad(g *group) {
 		return
 	}
 	if !g.freed {
-		h.install(g, st, seen, false)
+		h.install(g, st, c, false)
 	}
 }
 
 // install makes a freshly loaded state g's, then applies the events that arrived during
 // the load, minus those the load already counted. Hub.mu must be held.
-func (h *Hub) install(g *group, st state, seen map[string]struct{}, resynced bool) {
+func (h *Hub) install(g *group, st state, c counted, resynced bool) {
 	g.st = st
-	g.seen = seen
+	g.counted = c
 	g.seenUntil = h.now().Add(seenTTL)
 	g.loading = false
 	g.loaded = true
@@ -639,7 +639,7 @@ func (h *Hub) reloadMarked() bool {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			st, seen, err := h.load(g.key)
+			st, c, err := h.load(g.key)
 			h.mu.Lock()
 			defer h.mu.Unlock()
 			if g.freed {
@@ -660,7 +660,7 @@ func (h *Hub) reloadMarked() bool {
 				}
 				return
 			}
-			h.install(g, st, seen, true)
+			h.install(g, st, c, true)
 		}()
 	}
 	wg.Wait()
@@ -708,8 +708,8 @@ func (h *Hub) flush(phase int) {
 		if !g.loaded || (phase >= 0 && g.phase != phase) {
 			continue
 		}
-		if g.seen != nil && now.After(g.seenUntil) {
-			g.seen = nil
+		if g.counted.ids != nil && now.After(g.seenUntil) {
+			g.counted.ids = nil
 		}
 		if g.st.roll(today) {
 			g.dirty = true

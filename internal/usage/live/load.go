@@ -18,19 +18,20 @@ import (
 
 // load reads group k's state from the database: day and period totals from the rollups,
 // the last minute (at most MaxMinuteSamples rows) and the recent calls (at most
-// RecentCalls, within recentWindow) from usage_records. It also returns the request ids it read, whose events may still arrive on the
-// bus and must then be skipped.
+// RecentCalls, within recentWindow) from usage_records. It also returns what it counted,
+// so that the events of those calls, which may still arrive on the bus, are skipped.
 //
 // On PostgreSQL the queries share one REPEATABLE READ snapshot, so that the rollups and
 // the records (written in one transaction by the recorder) agree about which calls are
-// counted. SQLite is left without a transaction: the service opens it with immediate
-// transactions, which would take the write lock from the recorder.
-func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
+// counted, and that snapshot then tells every event's call apart (counted.snap). SQLite
+// is left without a transaction: the service opens it with immediate transactions, which
+// would take the write lock from the recorder.
+func (h *Hub) load(k groupKey) (state, counted, error) {
 	select { // at most loadConcurrency loads at a time; the wait is not the load's timeout
 	case h.loads <- struct{}{}:
 		defer func() { <-h.loads }()
 	case <-h.ctx.Done():
-		return state{}, nil, fmt.Errorf("live: load: %w", h.ctx.Err())
+		return state{}, counted{}, fmt.Errorf("live: load: %w", h.ctx.Err())
 	}
 	// The load acts for the service, not for a viewer: the subscription's filter was
 	// authorized by the caller of Subscribe, and the WHERE clauses pin it.
@@ -38,16 +39,21 @@ func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
 	defer cancel()
 	pg, err := h.isPostgres(ctx)
 	if err != nil {
-		return state{}, nil, err
+		return state{}, counted{}, err
 	}
 	client := h.client
+	var c counted
 	if pg {
 		tx, err := h.client.BeginTx(ctx, &stdsql.TxOptions{Isolation: stdsql.LevelRepeatableRead, ReadOnly: true})
 		if err != nil {
-			return state{}, nil, fmt.Errorf("live: load: begin: %w", err)
+			return state{}, counted{}, fmt.Errorf("live: load: begin: %w", err)
 		}
 		defer func() { _ = tx.Rollback() }() // read-only: nothing to commit
 		client = tx.Client()
+		// The transaction's first statement takes its snapshot: every query below reads in it.
+		if c.snap, err = currentSnapshot(ctx, client); err != nil {
+			return state{}, counted{}, err
+		}
 	}
 	// One instant anchors the day, the period and the minute for every query, so that
 	// they describe the same moment.
@@ -55,10 +61,10 @@ func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
 	st := newState(k, now)
 
 	if st.dayT, err = sumDailies(ctx, client, k, st.day, st.day.AddDate(0, 0, 1)); err != nil {
-		return state{}, nil, err
+		return state{}, counted{}, err
 	}
 	if st.periodT, err = sumDailies(ctx, client, k, st.periodStart, st.periodEnd); err != nil {
-		return state{}, nil, err
+		return state{}, counted{}, err
 	}
 
 	since := now.Add(-time.Minute)
@@ -68,12 +74,12 @@ func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
 		Limit(MaxMinuteSamples).
 		All(ctx)
 	if err != nil {
-		return state{}, nil, fmt.Errorf("live: load last minute: %w", err)
+		return state{}, counted{}, fmt.Errorf("live: load last minute: %w", err)
 	}
-	seen := make(map[string]struct{}, len(rows))
+	c.ids = make(map[string]struct{}, len(rows))
 	for i := len(rows) - 1; i >= 0; i-- { // oldest first, as they would have arrived
 		r := rows[i]
-		seen[r.RequestID] = struct{}{}
+		c.ids[r.RequestID] = struct{}{}
 		st.addMinute(r.StartedAt.UTC(), r.ElapsedMs, now, 1)
 	}
 	recent := rows
@@ -85,11 +91,11 @@ func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
 			Limit(h.opts.RecentCalls).
 			All(ctx)
 		if err != nil {
-			return state{}, nil, fmt.Errorf("live: load recent calls: %w", err)
+			return state{}, counted{}, fmt.Errorf("live: load recent calls: %w", err)
 		}
 	}
 	for _, r := range recent[:min(len(recent), h.opts.RecentCalls)] {
-		seen[r.RequestID] = struct{}{}
+		c.ids[r.RequestID] = struct{}{}
 		st.addRecent(Call{
 			RequestID: r.RequestID, Status: r.Status, InputTokens: r.InputTokens,
 			OutputTokens: r.OutputTokens, ElapsedMS: r.ElapsedMs, At: r.StartedAt.UTC(), ErrorCode: r.ErrorCode,
@@ -103,7 +109,7 @@ func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
 			Where(recordPreds(k, usagerecord.StartedAtGTE(since))...).
 			Count(ctx)
 		if err != nil {
-			return state{}, nil, fmt.Errorf("live: load last minute: %w", err)
+			return state{}, counted{}, fmt.Errorf("live: load last minute: %w", err)
 		}
 		if extra := int64(total - len(rows)); extra > 0 {
 			oldest := rows[len(rows)-1].StartedAt.UTC()
@@ -115,7 +121,7 @@ func (h *Hub) load(k groupKey) (state, map[string]struct{}, error) {
 			}
 		}
 	}
-	return st, seen, nil
+	return st, c, nil
 }
 
 // recentWindow bounds how far back the recent calls of a quiet filter are looked for,

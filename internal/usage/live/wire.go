@@ -41,6 +41,9 @@ type wireEvent struct {
 	Ms        int64    `json:"m,omitempty"`
 	At        int64    `json:"at"` // Unix microseconds: the database's precision
 	Error     string   `json:"e,omitempty"`
+	// XID is Event.CommitXID; absent (0) from SQLite and from older replicas, whose
+	// events are then matched by request id alone.
+	XID uint64 `json:"x,omitempty"`
 }
 
 func toWire(ev *usage.Event) wireEvent {
@@ -48,7 +51,7 @@ func toWire(ev *usage.Event) wireEvent {
 		RequestID: ev.RequestID, Tenant: ev.TenantID, Provider: ev.ProviderTenantID,
 		Config: ev.ConfigID, Agent: ev.AgentID, Key: ev.APIKeyID, Status: ev.Status,
 		In: ev.InputTokens, Out: ev.OutputTokens, Ms: ev.ElapsedMS,
-		At: ev.StartedAt.UnixMicro(), Error: ev.ErrorCode,
+		At: ev.StartedAt.UnixMicro(), Error: ev.ErrorCode, XID: ev.CommitXID,
 	}
 }
 
@@ -57,7 +60,7 @@ func (w *wireEvent) event() usage.Event {
 		RequestID: w.RequestID, TenantID: w.Tenant, ProviderTenantID: w.Provider,
 		ConfigID: w.Config, AgentID: w.Agent, APIKeyID: w.Key, Status: w.Status,
 		InputTokens: w.In, OutputTokens: w.Out, ElapsedMS: w.Ms,
-		StartedAt: time.UnixMicro(w.At).UTC(), ErrorCode: w.Error,
+		StartedAt: time.UnixMicro(w.At).UTC(), ErrorCode: w.Error, CommitXID: w.XID,
 	}
 }
 
