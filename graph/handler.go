@@ -43,9 +43,11 @@ type Options struct {
 	MaxTokens     int
 	MaxPageSize   int
 	Introspection bool
-	// AllowedOrigins are host patterns (as in coder/websocket's OriginPatterns) that may
-	// open a websocket from a browser; same-origin is always allowed.
-	AllowedOrigins []string
+	// OriginAllowed reports whether a browser page from r's Origin may open a websocket:
+	// the portal's CORS policy, so that HTTP and websockets admit the same origins,
+	// scheme included. Same-origin pages and clients that send no Origin (not browsers)
+	// always may; nil admits only those.
+	OriginAllowed func(r *http.Request) bool
 	// Authenticate turns a connection_init payload into a context with a Viewer.
 	Authenticate func(ctx context.Context, payload map[string]any) (context.Context, error)
 	// RefreshViewer re-reads a websocket viewer's tenant memberships as each of its
@@ -81,8 +83,10 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 	srv := handler.New(generated.NewExecutableSchema(cfg))
 
 	guard := newWSGuard(coderWebsocket{AcceptOptions: websocket.AcceptOptions{
-		OriginPatterns: opts.AllowedOrigins,
-	}}, wsLimits{
+		// The guard checks the Origin (wsGuard.Middleware), scheme included, which
+		// coder/websocket's host patterns cannot.
+		InsecureSkipVerify: true,
+	}}, opts.OriginAllowed, wsLimits{
 		InitTimeout:          orDefault(opts.WSInitTimeout, 10*time.Second),
 		MaxSubscriptions:     orDefault(opts.MaxSubscriptionsPerConn, 20),
 		MaxConnectionsPerSub: orDefault(opts.MaxConnectionsPerUser, 10),

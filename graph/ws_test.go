@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -470,6 +471,51 @@ func TestWebsocketOperationsSeeCurrentMemberships(t *testing.T) {
 	h.client.Membership.DeleteOneID(m.Membership.ID).ExecX(auth.SystemContext(context.Background()))
 	if got := subscribe("former"); !strings.Contains(fmt.Sprint(got["payload"]), "FORBIDDEN") {
 		t.Fatalf("a former member's subscription on the same connection: %v", got)
+	}
+}
+
+// A browser page may open a websocket only from the service's own origin or one the
+// portal's CORS policy admits, scheme included; clients that send no Origin (not
+// browsers) may always connect, since the token in connection_init is what authorizes.
+func TestWebsocketOrigins(t *testing.T) {
+	const portal = "https://portal.example.com"
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) {
+		o.OriginAllowed = func(r *http.Request) bool { return r.Header.Get("Origin") == portal }
+	})
+	url := "ws" + strings.TrimPrefix(h.srv.URL, "http") + "/"
+	for _, tc := range []struct {
+		origin string
+		ok     bool
+	}{
+		{"", true},
+		{h.srv.URL, true}, // same origin
+		{portal, true},
+		{"http://portal.example.com", false}, // the admitted host, over another scheme
+		{"https://evil.example", false},
+	} {
+		t.Run("origin "+tc.origin, func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			hdr := http.Header{}
+			if tc.origin != "" {
+				hdr.Set("Origin", tc.origin)
+			}
+			c, resp, err := websocket.Dial(ctx, url, &websocket.DialOptions{Subprotocols: []string{"graphql-transport-ws"}, HTTPHeader: hdr})
+			if tc.ok {
+				if err != nil {
+					t.Fatalf("refused: %v", err)
+				}
+				c.CloseNow()
+				return
+			}
+			if err == nil {
+				c.CloseNow()
+				t.Fatal("accepted")
+			}
+			if resp == nil || resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("refused with %v, want 403", err)
+			}
+		})
 	}
 }
 

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"reflect"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -40,8 +42,9 @@ type wsLimits struct {
 // wsGuard is a transport.WebsocketImplementation that wraps each accepted connection in
 // a protocolConn. It also counts connections per subject.
 type wsGuard struct {
-	inner  transport.WebsocketImplementation
-	limits wsLimits
+	inner         transport.WebsocketImplementation
+	originAllowed func(*http.Request) bool // cross-origin pages that may connect; nil: none
+	limits        wsLimits
 
 	mu    sync.Mutex
 	conns map[string]int // subject -> open authenticated connections
@@ -49,8 +52,8 @@ type wsGuard struct {
 	lastID atomic.Uint64 // numbers the accepted connections (protocolConn.id)
 }
 
-func newWSGuard(inner transport.WebsocketImplementation, limits wsLimits) *wsGuard {
-	return &wsGuard{inner: inner, limits: limits, conns: map[string]int{}}
+func newWSGuard(inner transport.WebsocketImplementation, originAllowed func(*http.Request) bool, limits wsLimits) *wsGuard {
+	return &wsGuard{inner: inner, originAllowed: originAllowed, limits: limits, conns: map[string]int{}}
 }
 
 type guardSlotKey struct{}
@@ -60,11 +63,39 @@ type guardSlotKey struct{}
 // connection from there.
 type guardSlot struct{ conn *protocolConn }
 
-// Middleware puts a slot in each websocket request's context; it wraps the handler.
+// Middleware refuses websocket upgrades from pages of origins it does not admit, and puts
+// a slot in each request's context; it wraps the handler.
 func (g *wsGuard) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if isUpgrade(r) && !g.admitsOrigin(r) {
+			w.Header().Set("Content-Type", "application/json; charset=utf-8")
+			w.WriteHeader(http.StatusForbidden)
+			_, _ = io.WriteString(w, `{"error":{"code":"FORBIDDEN","message":"this origin may not open a websocket here"}}`+"\n")
+			return
+		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), guardSlotKey{}, &guardSlot{})))
 	})
+}
+
+// isUpgrade reports whether r asks for a websocket.
+func isUpgrade(r *http.Request) bool {
+	return strings.EqualFold(r.Header.Get("Upgrade"), "websocket")
+}
+
+// admitsOrigin applies the browser origin rule: no Origin (not a browser) and the
+// service's own origin pass, any other must be admitted by originAllowed. The token goes
+// in connection_init, not in a cookie, so a foreign page could not use a visitor's
+// session anyway; this keeps the portal's CORS policy the one list of pages that may
+// talk to the API.
+func (g *wsGuard) admitsOrigin(r *http.Request) bool {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return true
+	}
+	if u, err := url.Parse(origin); err == nil && strings.EqualFold(u.Host, r.Host) {
+		return true
+	}
+	return g.originAllowed != nil && g.originAllowed(r)
 }
 
 // Accept implements transport.WebsocketImplementation.

@@ -240,7 +240,7 @@ func configSpecs() []varSpec {
 			show:       func(c *Config) string { return strconv.FormatBool(c.IntrospectionEnabled) },
 		},
 		{
-			VarDoc: VarDoc{Name: "CORS_ALLOWED_ORIGINS", Default: "empty (same-origin only); in DEV `http://127.0.0.1:*,http://localhost:*`", Description: "Comma-separated portal origins allowed to call /graphql from a browser, e.g. `https://portal.example.com`. One `*` wildcard per origin is allowed."},
+			VarDoc: VarDoc{Name: "CORS_ALLOWED_ORIGINS", Default: "empty (same-origin only); in DEV `http://127.0.0.1:*,http://localhost:*`", Description: "Comma-separated portal origins allowed to call /graphql from a browser, over HTTP and websockets (scheme included), e.g. `https://portal.example.com`. One `*` wildcard per origin is allowed."},
 			defaultFor: func(dev bool) string {
 				if dev {
 					return "http://127.0.0.1:*,http://localhost:*"

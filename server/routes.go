@@ -3,7 +3,6 @@ package server
 import (
 	"context"
 	"net/http"
-	"net/url"
 	"strings"
 	"time"
 
@@ -49,7 +48,7 @@ func (s *Server) routes() http.Handler {
 		MaxDepth:                s.cfg.GraphQLMaxDepth,
 		MaxPageSize:             s.cfg.GraphQLMaxPageSize,
 		Introspection:           s.cfg.IntrospectionEnabled,
-		AllowedOrigins:          originHosts(s.portalOrigins()),
+		OriginAllowed:           s.portalCORS().OriginAllowed,
 		WSInitTimeout:           s.cfg.WSInitTimeout,
 		WSPingInterval:          s.cfg.WSPingInterval,
 		MaxSubscriptionsPerConn: s.cfg.WSMaxSubscriptionsPerConnection,
@@ -128,25 +127,17 @@ func (s *Server) portalOrigins() []string {
 }
 
 func (s *Server) portalCORS() *cors.Cors {
-	return cors.New(cors.Options{
+	opts := cors.Options{
 		AllowedOrigins: s.portalOrigins(),
 		AllowedMethods: []string{http.MethodGet, http.MethodPost, http.MethodOptions},
 		AllowedHeaders: []string{"Authorization", "Content-Type", "X-Request-Id"},
 		ExposedHeaders: []string{"X-Request-Id"},
 		MaxAge:         600,
-	})
-}
-
-// originHosts turns origins ("https://portal.example.org") into the host patterns the
-// websocket accept check matches against ("portal.example.org").
-func originHosts(origins []string) []string {
-	hosts := make([]string, 0, len(origins))
-	for _, o := range origins {
-		if u, err := url.Parse(o); err == nil && u.Host != "" {
-			hosts = append(hosts, u.Host)
-		} else {
-			hosts = append(hosts, strings.TrimPrefix(strings.TrimPrefix(o, "https://"), "http://"))
-		}
 	}
-	return hosts
+	if len(opts.AllowedOrigins) == 0 {
+		// rs/cors reads an empty list as "every origin"; the documented default is none
+		// (same-origin only).
+		opts.AllowOriginFunc = func(string) bool { return false }
+	}
+	return cors.New(opts)
 }
