@@ -245,9 +245,19 @@ func TestUsageStatsAcrossReplicas(t *testing.T) {
 	}
 }
 
-// When PostgreSQL drops every connection of the service (what a restart looks like from
-// here), the service keeps answering once the database is back, and a live subscription
-// is resynced from the rollups and keeps following new calls.
+// A dashboard must not silently miss calls when the database connections drop (what a
+// PostgreSQL restart looks like from here): the live stats travel on the bus's LISTEN
+// connection, and a call committed while it is down is never heard. After the bus
+// reconnects, the hub re-reads every filter from the database (live.Hub's OnReconnect ->
+// requestReload) and the next message counts every call, marked resynced: true.
+//
+// First only the LISTEN connection is terminated while the database refuses new
+// connections (ALLOW_CONNECTIONS false binds superusers too), so that it cannot come back
+// before a call commits through the connections the pool already holds: the call is
+// certainly committed while the bus is disconnected, which the subscription confirms by
+// not showing it. Then every connection of the service is terminated, as a restart does,
+// and the service recovers and resyncs again. The machine's PostgreSQL server itself is
+// not restarted: other test packages share it.
 func TestUsageStatsSurviveDatabaseConnectionLoss(t *testing.T) {
 	ctx := context.Background()
 	env, issuer := prodEnv(t)
@@ -266,13 +276,15 @@ func TestUsageStatsSurviveDatabaseConnectionLoss(t *testing.T) {
 	tok := issuer.Token(t, authtest.NewClaims().Subject(seed.CustomerSubject).RealmRoles(string(auth.RoleCustomer)).Map())
 	sub := subscribeStats(t, base, tok, fmt.Sprintf(`{tenantID: %q}`, demo.BuyerTenant))
 	first := sub.next(t, 5*time.Second, func(statsMsg) bool { return true })
+	calls := first.Day.Requests // calls today, as the subscription should show them
 	if got := invokeStatus(t, base, key.Secret); got != http.StatusOK {
 		t.Fatalf("invoke before: %d", got)
 	}
-	sub.next(t, 2*time.Second, func(s statsMsg) bool { return s.Day.Requests == first.Day.Requests+1 })
+	calls++
+	sub.next(t, 2*time.Second, func(s statsMsg) bool { return s.Day.Requests == calls })
 
-	// Drop every connection to this test's database, the LISTEN connection included.
-	admin, drop2, err := dbtest.CreatePostgresDatabase(ctx, pg, "adm") // a second database to connect from
+	// The database's sessions are watched and terminated from a second database.
+	admin, drop2, err := dbtest.CreatePostgresDatabase(ctx, pg, "adm")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -285,18 +297,102 @@ func TestUsageStatsSurviveDatabaseConnectionLoss(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer killer.Close()
+	t.Cleanup(func() { killer.Close() })
+	allowConnections := func(on bool) {
+		t.Helper()
+		if _, err := killer.Exec(fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS %t`, dbName, on)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	t.Cleanup(func() { _, _ = killer.Exec(fmt.Sprintf(`ALTER DATABASE %s ALLOW_CONNECTIONS true`, dbName)) })
+	const listener = `application_name = 'agentregistry-pubsub'` // pubsub.PostgresOptions' default
+	sessions := func(where string) int {
+		t.Helper()
+		var n int
+		if err := killer.QueryRow(`SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND `+where, dbName).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// 1. The bus alone is cut off, and kept off while a call commits. The pool is warmed
+	// first so that the call finds every connection it needs already open.
+	held := make([]*sql.Conn, 8)
+	for i := range held {
+		if held[i], err = a.DB().SQL.Conn(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range held {
+		c.Close()
+	}
+	allowConnections(false)
 	var killed int
+	if err := killer.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1 AND `+listener, dbName).Scan(&killed); err != nil {
+		t.Fatal(err)
+	}
+	if killed != 1 {
+		t.Fatalf("terminated %d LISTEN connections, want 1", killed)
+	}
+	// pg_terminate_backend only signals: once the session is gone, no NOTIFY reaches it.
+	for deadline := time.Now().Add(5 * time.Second); sessions(listener) > 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the terminated LISTEN session is still there")
+		}
+	}
+	if got := invokeStatus(t, base, key.Secret); got != http.StatusOK {
+		t.Fatalf("invoke while the bus is down: %d", got)
+	}
+	calls++
+	// The hub hears of calls only through the bus, this replica's own included: the
+	// subscription cannot show this one before the bus is back (if it does, the bus was
+	// not down and the rest proves nothing).
+	quiet := time.After(time.Second)
+	for waiting := true; waiting; {
+		select {
+		case m := <-sub.msgs:
+			if st, err := parseStats(m); err == nil && st.Day.Requests >= calls {
+				t.Fatalf("the call reached the subscription while its bus was disconnected: %+v", st)
+			}
+		case <-quiet:
+			waiting = false
+		}
+	}
+	if n := sessions(listener); n != 0 {
+		t.Fatalf("the bus reconnected while the database refused connections (%d sessions)", n)
+	}
+
+	allowConnections(true)
+	st := sub.next(t, 10*time.Second, func(s statsMsg) bool { return s.Day.Requests >= calls })
+	if st.Day.Requests != calls || !st.Resynced {
+		t.Fatalf("the first message counting the call made while the bus was down: %d calls (want %d), resynced %v (want true)",
+			st.Day.Requests, calls, st.Resynced)
+	}
+	// The bus carries calls again.
+	if got := invokeStatus(t, base, key.Secret); got != http.StatusOK {
+		t.Fatalf("invoke after the bus is back: %d", got)
+	}
+	calls++
+	sub.next(t, 2*time.Second, func(s statsMsg) bool { return s.Day.Requests == calls })
+
+	// 2. Every connection to this test's database, the pool's and the bus's, is dropped.
+	for drained := false; !drained; {
+		select {
+		case <-sub.msgs: // what came before: a resynced message below must come after
+		default:
+			drained = true
+		}
+	}
 	if err := killer.QueryRow(`SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = $1`, dbName).Scan(&killed); err != nil {
 		t.Fatal(err)
 	}
-	if killed == 0 {
-		t.Fatal("no connection was terminated")
+	if killed < 2 {
+		t.Fatalf("terminated %d connections, want the pool's and the bus's", killed)
 	}
 	t.Logf("terminated %d connections", killed)
 
-	// The pool reconnects: invokes succeed again within a few seconds, and the
-	// subscription follows them (resynced from the database after the bus reconnects).
+	// The pool reconnects: invokes succeed again within a few seconds. The bus reconnects
+	// too, and the subscription is resynced from the database, then follows new calls.
 	deadline := time.Now().Add(10 * time.Second)
 	for invokeStatus(t, base, key.Secret) != http.StatusOK {
 		if time.Now().After(deadline) {
@@ -304,11 +400,13 @@ func TestUsageStatsSurviveDatabaseConnectionLoss(t *testing.T) {
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
-	sub.next(t, 10*time.Second, func(s statsMsg) bool { return s.Day.Requests >= first.Day.Requests+2 })
+	calls++ // at least: a failed invoke may have been recorded too
+	sub.next(t, 10*time.Second, func(s statsMsg) bool { return s.Resynced })
 	if got := invokeStatus(t, base, key.Secret); got != http.StatusOK {
 		t.Fatalf("invoke after recovery: %d", got)
 	}
-	st := sub.next(t, 5*time.Second, func(s statsMsg) bool { return s.Day.Requests >= first.Day.Requests+3 })
+	calls++
+	st = sub.next(t, 5*time.Second, func(s statsMsg) bool { return s.Day.Requests >= calls })
 	t.Logf("after the connection loss the subscription counts %d calls today", st.Day.Requests)
 }
 
