@@ -139,6 +139,13 @@ func (c *corkedConn) Close() error {
 	return c.Conn.Close()
 }
 
+// wsSendBuffer bounds the kernel's send buffer of each websocket (Linux doubles it for its
+// own bookkeeping). A dashboard gets a few KiB per interval, far below it. A client that
+// stops reading fills it within a few intervals, and the write timeout (coderConn) then
+// closes it; with the kernel's autotuning, up to tcp_wmem's maximum (4 MiB by default)
+// would queue first, per connection, and stay queued after the close until TCP gave up.
+const wsSendBuffer = 128 << 10
+
 // corkingWriter hands coder/websocket a corkedConn when it hijacks the connection.
 type corkingWriter struct {
 	http.ResponseWriter
@@ -151,6 +158,9 @@ func (w *corkingWriter) Hijack() (net.Conn, *bufio.ReadWriter, error) {
 	conn, brw, err := http.NewResponseController(w.ResponseWriter).Hijack()
 	if err != nil {
 		return nil, nil, err
+	}
+	if b, ok := conn.(interface{ SetWriteBuffer(int) error }); ok {
+		_ = b.SetWriteBuffer(wsSendBuffer) // best effort: the write timeout still applies
 	}
 	w.conn = &corkedConn{Conn: conn}
 	return w.conn, bufio.NewReadWriter(brw.Reader, bufio.NewWriterSize(w.conn, 4096)), nil
