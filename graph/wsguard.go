@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/99designs/gqlgen/graphql/handler/transport"
+
+	"github.com/gsvdev/agentregistry/internal/apperr"
 )
 
 // Close codes of the graphql-transport-ws protocol (github.com/enisdenjo/graphql-ws,
@@ -68,9 +70,7 @@ type guardSlot struct{ conn *protocolConn }
 func (g *wsGuard) Middleware(next http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if isUpgrade(r) && !g.admitsOrigin(r) {
-			w.Header().Set("Content-Type", "application/json; charset=utf-8")
-			w.WriteHeader(http.StatusForbidden)
-			_, _ = io.WriteString(w, `{"error":{"code":"FORBIDDEN","message":"this origin may not open a websocket here"}}`+"\n")
+			apperr.WriteHTTP(w, http.StatusForbidden, apperr.Forbidden, "this origin may not open a websocket here")
 			return
 		}
 		next.ServeHTTP(w, r.WithContext(context.WithValue(r.Context(), guardSlotKey{}, &guardSlot{})))

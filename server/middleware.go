@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,6 +12,8 @@ import (
 	"runtime/debug"
 	"strconv"
 	"time"
+
+	"github.com/gsvdev/agentregistry/internal/apperr"
 )
 
 // Middleware is the shape of every piece here, so they compose with Chain.
@@ -138,7 +139,7 @@ func Recover(logger *slog.Logger) Middleware {
 				if rw.wroteHeader {
 					panic(http.ErrAbortHandler)
 				}
-				WriteError(rw, http.StatusInternalServerError, "INTERNAL", "internal error")
+				apperr.WriteHTTP(rw, http.StatusInternalServerError, apperr.Internal, "internal error")
 			}()
 			next.ServeHTTP(rw, r)
 		})
@@ -152,7 +153,7 @@ func LimitBody(n int64) Middleware {
 	return func(next http.Handler) http.Handler {
 		return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 			if r.ContentLength > n {
-				WriteError(w, http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE",
+				apperr.WriteHTTP(w, http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE",
 					"request body exceeds "+strconv.FormatInt(n, 10)+" bytes")
 				return
 			}
@@ -169,30 +170,6 @@ func LimitBody(n int64) Middleware {
 func IsBodyTooLarge(err error) bool {
 	var mbe *http.MaxBytesError
 	return errors.As(err, &mbe)
-}
-
-// ErrorBody is the JSON shape of every non-GraphQL error response.
-type ErrorBody struct {
-	Error ErrorDetail `json:"error"`
-}
-
-// ErrorDetail is a machine-readable code and a human message.
-type ErrorDetail struct {
-	Code    string `json:"code"`
-	Message string `json:"message"`
-}
-
-// WriteError writes {"error":{"code":...,"message":...}} with the status.
-// One writer keeps every middleware's and handler's errors the same shape.
-func WriteError(w http.ResponseWriter, status int, code, message string) {
-	h := w.Header()
-	h.Set("Content-Type", "application/json; charset=utf-8")
-	h.Set("X-Content-Type-Options", "nosniff")
-	// A Content-Length set for a body that was never sent would make the
-	// server wait for or truncate the wrong amount.
-	h.Del("Content-Length")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(ErrorBody{Error: ErrorDetail{Code: code, Message: message}})
 }
 
 // statusWriter records the status and size of a response. It forwards

@@ -11,6 +11,8 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"github.com/gsvdev/agentregistry/internal/apperr"
 )
 
 // syncBuffer lets the server goroutines and the test share a log sink.
@@ -192,10 +194,10 @@ func TestLimitBody(t *testing.T) {
 		// Decoders wrap the read error; IsBodyTooLarge must see through it.
 		if err := json.NewDecoder(r.Body).Decode(&v); err != nil {
 			if IsBodyTooLarge(err) {
-				WriteError(w, http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE", "too large")
+				apperr.WriteHTTP(w, http.StatusRequestEntityTooLarge, "BODY_TOO_LARGE", "too large")
 				return
 			}
-			WriteError(w, http.StatusBadRequest, "BAD_REQUEST", "bad json")
+			apperr.WriteHTTP(w, http.StatusBadRequest, "BAD_REQUEST", "bad json")
 			return
 		}
 		w.WriteHeader(http.StatusNoContent)
@@ -228,19 +230,6 @@ func TestLimitBody(t *testing.T) {
 	}
 	if !IsBodyTooLarge(fmt.Errorf("decode: %w", &http.MaxBytesError{Limit: 1})) {
 		t.Error("IsBodyTooLarge must unwrap")
-	}
-}
-
-func TestWriteErrorShape(t *testing.T) {
-	rec := httptest.NewRecorder()
-	WriteError(rec, http.StatusForbidden, "FORBIDDEN", `no "access"`)
-	var body ErrorBody
-	if err := json.Unmarshal(rec.Body.Bytes(), &body); err != nil {
-		t.Fatal(err)
-	}
-	if rec.Code != 403 || body.Error.Code != "FORBIDDEN" || body.Error.Message != `no "access"` ||
-		rec.Header().Get("X-Content-Type-Options") != "nosniff" {
-		t.Fatalf("got %d %s %v", rec.Code, rec.Body, rec.Header())
 	}
 }
 

@@ -2,10 +2,11 @@ package auth
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strings"
+
+	"github.com/gsvdev/agentregistry/internal/apperr"
 )
 
 type authErrorKey struct{}
@@ -130,13 +131,9 @@ func RequireViewer(next http.Handler) http.Handler {
 	})
 }
 
+// writeError answers with the service's JSON error shape; an authentication answer is
+// never cached.
 func writeError(w http.ResponseWriter, status int, code, msg string) {
-	type body struct {
-		Code    string `json:"code"`
-		Message string `json:"message"`
-	}
-	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "no-store")
-	w.WriteHeader(status)
-	_ = json.NewEncoder(w).Encode(map[string]body{"error": {Code: code, Message: msg}})
+	apperr.WriteHTTP(w, status, code, msg)
 }

@@ -118,7 +118,7 @@ func TestRequireViewer(t *testing.T) {
 			if got := w.Header().Get("WWW-Authenticate"); got != tc.wantWWW {
 				t.Fatalf("WWW-Authenticate = %q, want %q", got, tc.wantWWW)
 			}
-			if ct := w.Header().Get("Content-Type"); ct != "application/json" {
+			if ct := w.Header().Get("Content-Type"); ct != "application/json; charset=utf-8" {
 				t.Fatalf("Content-Type = %q", ct)
 			}
 			var body struct {
