@@ -50,9 +50,12 @@ type Options struct {
 	OriginAllowed func(r *http.Request) bool
 	// Authenticate turns a connection_init payload into a context with a Viewer.
 	Authenticate func(ctx context.Context, payload map[string]any) (context.Context, error)
-	// RefreshViewer re-reads a websocket viewer's tenant memberships as each of its
-	// operations starts (auth.Authenticator.Refresh); nil keeps those of connection_init.
-	RefreshViewer func(ctx context.Context, v *auth.Viewer) (*auth.Viewer, error)
+	// RefreshViewer re-reads a websocket viewer's tenant memberships as its operations
+	// start (auth.Authenticator.Refresh); nil keeps those of connection_init. A connection
+	// reuses what it read for WSMembershipTTL (default 5s), so that the subscriptions a
+	// dashboard opens together share one lookup.
+	RefreshViewer   func(ctx context.Context, v *auth.Viewer) (*auth.Viewer, error)
+	WSMembershipTTL time.Duration
 	// Websocket limits; zero values take the defaults (10s, 15s, 20, 10).
 	WSInitTimeout time.Duration
 	// WSPingInterval is how often the server pings each connection: graphql-transport-ws
@@ -90,6 +93,7 @@ func NewHandler(client *ent.Client, opts Options) http.Handler {
 		InitTimeout:          orDefault(opts.WSInitTimeout, 10*time.Second),
 		MaxSubscriptions:     orDefault(opts.MaxSubscriptionsPerConn, 20),
 		MaxConnectionsPerSub: orDefault(opts.MaxConnectionsPerUser, 10),
+		MembershipTTL:        orDefault(opts.WSMembershipTTL, 5*time.Second),
 	})
 	ping := orDefault(opts.WSPingInterval, 15*time.Second)
 	srv.AddTransport(transport.Websocket{
@@ -170,7 +174,7 @@ func refreshViewer(refresh func(context.Context, *auth.Viewer) (*auth.Viewer, er
 		if slot == nil || slot.conn == nil || v == nil {
 			return next(ctx)
 		}
-		fresh, err := refresh(ctx, v)
+		fresh, err := slot.conn.memberships(ctx, v, refresh)
 		if err != nil {
 			return graphql.OneShot(&graphql.Response{Errors: gqlerror.List{present(ctx, err)}})
 		}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -455,7 +456,10 @@ func TestWebsocketKeepalive(t *testing.T) {
 // the memberships of now: once a person has left a tenant, a new subscription to that
 // tenant's numbers on the same connection is refused, as an HTTP request would be.
 func TestWebsocketOperationsSeeCurrentMemberships(t *testing.T) {
-	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) { o.LiveUsage = fakeLive{} })
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) {
+		o.LiveUsage = fakeLive{}
+		o.WSMembershipTTL = time.Nanosecond // every operation reads them again
+	})
 	m := newFixtures(t, h.client).tenant("leaver", "leaver", membership.RoleMember)
 	c := wsDial(t, h)
 	wsInit(t, c, h.token("leaver", auth.RoleCustomer))
@@ -516,6 +520,50 @@ func TestWebsocketOrigins(t *testing.T) {
 				t.Fatalf("refused with %v, want 403", err)
 			}
 		})
+	}
+}
+
+// The subscriptions a dashboard opens together on one connection share one membership
+// lookup (they would otherwise cost a database query each); another connection of the
+// same person reads its own.
+func TestWebsocketBurstSharesOneMembershipLookup(t *testing.T) {
+	var lookups atomic.Int64
+	h := newHarness(t, database.DriverSQLite, func(o *graph.Options) {
+		o.LiveUsage = fakeLive{}
+		refresh := o.RefreshViewer
+		o.RefreshViewer = func(ctx context.Context, v *auth.Viewer) (*auth.Viewer, error) {
+			lookups.Add(1)
+			return refresh(ctx, v)
+		}
+	})
+	admin := h.token("burst-admin", auth.RolePlatformAdmin)
+	c := wsDial(t, h)
+	wsInit(t, c, admin)
+	ids := []string{"a", "b", "c", "d", "e"}
+	for _, id := range ids {
+		wsSubscribe(t, c, id)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	for got := map[any]bool{}; len(got) < len(ids); {
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %d of %d first messages: %v", len(got), len(ids), err)
+		}
+		var m map[string]any
+		if json.Unmarshal(b, &m) == nil && m["type"] == "next" {
+			got[m["id"]] = true
+		}
+	}
+	if n := lookups.Load(); n != 1 {
+		t.Fatalf("%d membership lookups for %d operations on one connection, want 1", n, len(ids))
+	}
+	other := wsDial(t, h)
+	wsInit(t, other, admin)
+	wsSubscribe(t, other, "f")
+	wsNextFor(t, other, "f", "next")
+	if n := lookups.Load(); n != 2 {
+		t.Fatalf("%d membership lookups after a second connection's operation, want 2", n)
 	}
 }
 

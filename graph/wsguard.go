@@ -18,6 +18,7 @@ import (
 	"github.com/99designs/gqlgen/graphql/handler/transport"
 
 	"github.com/gsvdev/agentregistry/internal/apperr"
+	"github.com/gsvdev/agentregistry/internal/auth"
 )
 
 // Close codes of the graphql-transport-ws protocol (github.com/enisdenjo/graphql-ws,
@@ -37,8 +38,9 @@ const transportWS = "graphql-transport-ws"
 // wsLimits bound what one connection and one person may hold open.
 type wsLimits struct {
 	InitTimeout          time.Duration
-	MaxSubscriptions     int // per connection
-	MaxConnectionsPerSub int // per authenticated subject, across its connections on this replica
+	MaxSubscriptions     int           // per connection
+	MaxConnectionsPerSub int           // per authenticated subject, across its connections on this replica
+	MembershipTTL        time.Duration // how long a connection reuses the memberships it read
 }
 
 // wsGuard is a transport.WebsocketImplementation that wraps each accepted connection in
@@ -163,12 +165,32 @@ type protocolConn struct {
 	closed      bool
 	initTimer   *time.Timer
 	expiryTimer *time.Timer
+
+	viewerMu sync.Mutex   // held while memberships are read, so that a burst shares one read
+	viewer   *auth.Viewer // the connection's viewer with the memberships last read
+	viewerAt time.Time
 }
 
 type wsMessage struct {
 	Type    string          `json:"type"`
 	ID      string          `json:"id,omitempty"`
 	Payload json.RawMessage `json:"payload,omitempty"`
+}
+
+// memberships returns v with memberships at most limits.MembershipTTL old, reading them
+// with refresh when those it has are older.
+func (c *protocolConn) memberships(ctx context.Context, v *auth.Viewer, refresh func(context.Context, *auth.Viewer) (*auth.Viewer, error)) (*auth.Viewer, error) {
+	c.viewerMu.Lock()
+	defer c.viewerMu.Unlock()
+	if c.viewer != nil && c.viewer.Subject == v.Subject && time.Since(c.viewerAt) < c.limits.MembershipTTL {
+		return c.viewer, nil
+	}
+	fresh, err := refresh(ctx, v)
+	if err != nil {
+		return nil, err
+	}
+	c.viewer, c.viewerAt = fresh, time.Now()
+	return fresh, nil
 }
 
 func (c *protocolConn) initReceived() bool {
